@@ -1,0 +1,53 @@
+# The two commands of the README: `make demo` and `make test`. Both set up what they need first
+# (Debian packages, the virtual environment) and skip each step that is already done.
+
+PY        ?= /usr/bin/python3
+VENV      := .venv
+BIN       := $(VENV)/bin
+APT_PKGS  := dnsmasq-base conntrack busybox nftables iproute2 systemd systemd-journal-remote \
+             libsystemd-dev pkg-config gcc python3-venv python3-dev
+STAMP_APT := .stamps/apt
+STAMP_PY  := .stamps/venv
+
+.PHONY: setup demo test lint bench lab-down clean
+
+setup: $(STAMP_APT) $(STAMP_PY)
+
+$(STAMP_APT): Makefile
+	@mkdir -p .stamps
+	@if dpkg-query -W -f='$${Status}\n' $(APT_PKGS) 2>/dev/null | grep -qv 'install ok installed' \
+	    || [ $$(dpkg-query -W -f='$${Status}\n' $(APT_PKGS) 2>/dev/null | wc -l) -ne $(words $(APT_PKGS)) ]; then \
+	  echo ">> installing Debian packages: $(APT_PKGS)"; \
+	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $(APT_PKGS); \
+	else echo ">> Debian packages present"; fi
+	@touch $@
+
+$(STAMP_PY): pyproject.toml $(STAMP_APT)
+	@mkdir -p .stamps
+	@test -x $(BIN)/python || { echo ">> creating $(VENV)"; $(PY) -m venv $(VENV); }
+	@echo ">> installing apviz and its Python dependencies into $(VENV)"
+	@$(BIN)/pip install -q --upgrade pip
+	@$(BIN)/pip install -q -e '.[journal,dev]'
+	@touch $@
+
+demo: setup
+	$(BIN)/apviz lab --phones 4
+
+test: setup
+	$(BIN)/ruff check apviz tests bench
+	$(BIN)/ruff format --check apviz tests bench
+	$(BIN)/python -m pytest -q -ra
+	@$(BIN)/apviz lab down --check
+
+lint: setup
+	$(BIN)/ruff check apviz tests bench
+	$(BIN)/ruff format --check apviz tests bench
+
+bench: setup
+	@for b in bench/*.py; do echo ">> $$b"; $(BIN)/python $$b || exit 1; done
+
+lab-down: setup
+	$(BIN)/apviz lab down
+
+clean:
+	rm -rf .stamps $(VENV)

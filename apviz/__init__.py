@@ -1,0 +1,3 @@
+"""apviz: shows, live, which companies and countries the devices on a Wi-Fi network talk to."""
+
+__version__ = "0.1.0"

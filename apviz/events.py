@@ -1,0 +1,230 @@
+"""Plain data types that travel from the sources to the live state.
+
+Sources produce these and nothing else; the live state consumes them and knows nothing of how
+they were read. Keeping them here, free of behaviour, lets either side change without the other
+(the capture/presentation split Sniffnet uses). Addresses are kept as text in canonical form
+(``ipaddress`` spelling) so IPv4 and IPv6 travel the same way and compare cheaply.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+
+# --------------------------------------------------------------------------------------------------
+# conntrack
+
+
+@dataclass(frozen=True, slots=True)
+class FlowTuple:
+    """One direction of a connection, as the kernel tracks it."""
+
+    proto: int  # IPPROTO_* number (6 TCP, 17 UDP, 1 ICMP, 58 ICMPv6, ...)
+    src: str
+    dst: str
+    sport: int  # 0 when the protocol has no ports (ICMP carries its id in ``sport``)
+    dport: int
+
+
+@dataclass(slots=True)
+class Flow:
+    """A conntrack entry: the original and reply tuples plus what the kernel counts about it.
+
+    NAT is not reported by the kernel as attributes in a dump, so it is derived by comparing the
+    reply tuple with the original one (``snat``/``dnat``).
+    """
+
+    id: int
+    family: int  # socket.AF_INET or socket.AF_INET6
+    orig: FlowTuple
+    reply: FlowTuple
+    status: int = 0  # IPS_* bits
+    tcp_state: str | None = None  # "ESTABLISHED", "TIME_WAIT", ... for TCP only
+    timeout: int | None = None
+    mark: int = 0
+    zone: int = 0
+    orig_packets: int = 0
+    orig_bytes: int = 0
+    reply_packets: int = 0
+    reply_bytes: int = 0
+    start_ns: int | None = None  # nf_conntrack_timestamp, CLOCK_REALTIME ns
+    stop_ns: int | None = None
+
+    @property
+    def snat(self) -> bool:
+        """True when the reply comes back to another address than the one that sent it."""
+        return self.reply.dst != self.orig.src or self.reply.dport != self.orig.sport
+
+    @property
+    def dnat(self) -> bool:
+        """True when the reply comes from another address than the one first addressed."""
+        return self.reply.src != self.orig.dst or self.reply.sport != self.orig.dport
+
+    @property
+    def bytes(self) -> int:
+        return self.orig_bytes + self.reply_bytes
+
+
+class FlowEventKind(StrEnum):
+    NEW = "new"
+    UPDATE = "update"
+    DESTROY = "destroy"
+
+
+@dataclass(frozen=True, slots=True)
+class FlowEvent:
+    """A conntrack event: a flow was created, changed, or removed."""
+
+    kind: FlowEventKind
+    flow: Flow
+
+
+@dataclass(frozen=True, slots=True)
+class FlowSnapshot:
+    """The complete conntrack table at one moment (initial dump, resync after loss, counter refresh).
+
+    The consumer replaces what it knows with this: flows it holds that are absent here are gone.
+    ``reason`` says why it was taken ("initial", "resync", "refresh") for logs and metrics.
+    """
+
+    flows: list[Flow]
+    reason: str
+
+
+# --------------------------------------------------------------------------------------------------
+# dnsmasq query and DHCP log
+
+
+class DnsAnswerKind(StrEnum):
+    """Where dnsmasq took an answer from (the word before the name in its log line)."""
+
+    REPLY = "reply"  # from upstream
+    CACHED = "cached"
+    CONFIG = "config"  # address=, host-record=, local data
+    HOSTS = "hosts"  # /etc/hosts or addn-hosts: "/path/to/file name is ip"
+    DHCP = "dhcp"  # a DHCP lease name
+    CACHED_STALE = "cached-stale"
+
+
+@dataclass(frozen=True, slots=True)
+class DnsQuery:
+    """``query[A] name from client``."""
+
+    ts: float
+    serial: int | None  # log-queries=extra only
+    client: str  # the address that asked
+    qtype: str  # "A", "AAAA", "HTTPS", ...
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class DnsForwarded:
+    """``forwarded name to server``."""
+
+    ts: float
+    serial: int | None
+    client: str | None
+    name: str
+    server: str
+
+
+@dataclass(frozen=True, slots=True)
+class DnsAnswer:
+    """One answer line: ``reply|cached|config|<file> name is value``.
+
+    ``address`` is set when the value is an IP address; ``cname`` is true for ``<CNAME>`` lines
+    (the target is on the next answer line of the same query); ``rcode`` holds NODATA, NXDOMAIN,
+    SERVFAIL, REFUSED ... for negative answers (with their ``-IPv4``/``-IPv6`` suffix removed).
+    """
+
+    ts: float
+    serial: int | None
+    client: str | None
+    kind: DnsAnswerKind
+    name: str
+    address: str | None = None
+    cname: bool = False
+    rcode: str | None = None
+    value: str = ""  # the raw text after "is", for records that are neither (e.g. <HTTPS>)
+
+
+@dataclass(frozen=True, slots=True)
+class DhcpEvent:
+    """A ``dnsmasq-dhcp`` line about a lease: DHCPACK, DHCPRELEASE, DHCPDISCOVER, ...
+
+    ``hostname`` is the name dnsmasq logged on the line; it is hostile text (a visitor chose it).
+    """
+
+    ts: float
+    xid: int | None
+    message: str  # "DHCPACK", "DHCPREQUEST", ...
+    interface: str | None
+    ip: str | None
+    mac: str | None
+    hostname: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DhcpClientName:
+    """``client provides name: X``: the raw name a client sent, before dnsmasq sanitises it."""
+
+    ts: float
+    xid: int | None
+    name: str
+
+
+# --------------------------------------------------------------------------------------------------
+# leases and neighbours
+
+
+@dataclass(frozen=True, slots=True)
+class Lease:
+    """One line of the dnsmasq leases file. ``expiry`` is epoch seconds (0 = infinite)."""
+
+    expiry: int
+    mac: str
+    ip: str
+    hostname: str | None
+    client_id: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class LeaseSnapshot:
+    """All current leases, re-read after the file changed."""
+
+    leases: tuple[Lease, ...]
+    errors: int = 0  # lines that could not be parsed
+
+
+@dataclass(frozen=True, slots=True)
+class Neighbour:
+    """An ARP/NDP entry: ``ip`` is at ``mac`` (``gone`` when the kernel dropped it)."""
+
+    ip: str
+    mac: str | None
+    interface: str | None = None
+    gone: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class SourceError:
+    """A source could not do its job for a while; shown to the operator, never fatal."""
+
+    source: str
+    message: str
+    counts: dict[str, int] = field(default_factory=dict)
+
+
+Event = (
+    FlowEvent
+    | FlowSnapshot
+    | DnsQuery
+    | DnsForwarded
+    | DnsAnswer
+    | DhcpEvent
+    | DhcpClientName
+    | LeaseSnapshot
+    | Neighbour
+    | SourceError
+)

@@ -1,0 +1,1 @@
+"""The virtual gateway: network namespaces, a real dnsmasq, a fake internet and simulated phones."""
