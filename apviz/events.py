@@ -11,7 +11,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-
 # --------------------------------------------------------------------------------------------------
 # conntrack
 
@@ -180,10 +179,14 @@ class DhcpClientName:
 
 @dataclass(frozen=True, slots=True)
 class Lease:
-    """One line of the dnsmasq leases file. ``expiry`` is epoch seconds (0 = infinite)."""
+    """One line of the dnsmasq leases file. ``expiry`` is epoch seconds (0 = infinite).
+
+    IPv6 leases carry an IAID where IPv4 ones carry the MAC, so ``mac`` is None for them: the
+    neighbour table supplies the MAC of such addresses.
+    """
 
     expiry: int
-    mac: str
+    mac: str | None
     ip: str
     hostname: str | None
     client_id: str | None

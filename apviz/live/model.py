@@ -1,0 +1,79 @@
+"""What the live state holds and tells its observers: devices and attributed flows.
+
+These are the plain records views are computed from. They carry no behaviour beyond small
+derived properties, so views, the terminal UI and the server can read them without reaching into
+the state's internals.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from apviz.live.names import NameSource
+
+
+@dataclass(slots=True)
+class Device:
+    """A device on the LAN, keyed by its MAC (or by ``ip:ADDR`` until its MAC is known)."""
+
+    key: str
+    mac: str | None
+    hostname: str | None = None  # the lease's (sanitised) hostname: hostile text, escape it
+    ips: set[str] = field(default_factory=set)
+    lease_expiry: int | None = None
+    first_seen: float = 0.0
+    last_seen: float = 0.0
+
+    @property
+    def label(self) -> str:
+        return self.hostname or self.mac or self.key
+
+
+@dataclass(slots=True)
+class FlowRecord:
+    """One connection of a device, with the name it was attributed to."""
+
+    id: int
+    device: str  # Device.key
+    client: str  # LAN address the flow came from
+    proto: int
+    dst: str  # the address the device connected to (before any DNAT)
+    dport: int
+    name: str | None = None
+    name_source: NameSource | None = None
+    bytes_up: int = 0
+    bytes_down: int = 0
+    packets_up: int = 0
+    packets_down: int = 0
+    tcp_state: str | None = None
+    first_seen: float = 0.0
+    last_seen: float = 0.0
+    closed_at: float | None = None
+
+    @property
+    def open(self) -> bool:
+        return self.closed_at is None
+
+    @property
+    def bytes(self) -> int:
+        return self.bytes_up + self.bytes_down
+
+
+class ChangeKind(StrEnum):
+    FLOW_NEW = "flow_new"
+    FLOW_NAMED = "flow_named"  # a name arrived (or improved from shared to asked) after the flow
+    FLOW_END = "flow_end"
+    FLOW_GONE = "flow_gone"  # hold time after its end passed; removed from the state
+    DEVICE = "device"  # a device appeared or changed (name, addresses)
+    DEVICE_GONE = "device_gone"
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """Told to observers after the state applied an event. ``flow``/``device`` are live objects:
+    read them at once, don't keep them."""
+
+    kind: ChangeKind
+    flow: FlowRecord | None = None
+    device: Device | None = None

@@ -1,0 +1,335 @@
+"""The live state: the one place where devices, flows and their names are kept.
+
+Only the owner task calls :meth:`LiveState.apply` and :meth:`LiveState.expire`; sources never
+touch it, and views read it between events. That single owner is why nothing here needs a lock.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+from apviz.events import (
+    DhcpEvent,
+    DnsAnswer,
+    DnsQuery,
+    Event,
+    Flow,
+    FlowEvent,
+    FlowEventKind,
+    FlowSnapshot,
+    LeaseSnapshot,
+    Neighbour,
+    SourceError,
+)
+from apviz.live.model import Change, ChangeKind, Device, FlowRecord
+from apviz.live.names import NameMemory, NameSource
+
+log = logging.getLogger(__name__)
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+DEFAULT_LAN = ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "fc00::/7", "fe80::/10")
+
+
+def networks(cidrs: Iterable[str]) -> tuple[Network, ...]:
+    """Parse CIDRs, raising a ValueError that names the bad one."""
+    out = []
+    for c in cidrs:
+        try:
+            out.append(ipaddress.ip_network(c, strict=False))
+        except ValueError as exc:
+            raise ValueError(f"not a network address: {c!r} ({exc})") from None
+    return tuple(out)
+
+
+@dataclass(slots=True)
+class StateConfig:
+    """Knobs of the live state (validated by :func:`networks` and ``__post_init__``)."""
+
+    lan: tuple[Network, ...] = field(default_factory=lambda: networks(DEFAULT_LAN))
+    local_addresses: frozenset[str] = frozenset()  # the gateway's own addresses: not destinations
+    flow_hold: float = 30.0  # seconds an ended flow stays visible
+    device_idle: float = 600.0  # seconds without traffic (and no lease) before a device is forgotten
+    name_hold: float = 1800.0  # seconds a DNS answer is credited to flows
+
+    def __post_init__(self) -> None:
+        for key in ("flow_hold", "device_idle", "name_hold"):
+            if getattr(self, key) < 0:
+                raise ValueError(f"{key} must not be negative, got {getattr(self, key)!r}")
+
+
+class LiveState:
+    """Devices and attributed flows, updated by events, observed through :class:`Change` callbacks."""
+
+    def __init__(self, config: StateConfig | None = None, clock: Callable[[], float] = time.time) -> None:
+        self.config = config or StateConfig()
+        self.clock = clock
+        self.names = NameMemory(hold=self.config.name_hold)
+        self.devices: dict[str, Device] = {}
+        self.flows: dict[int, FlowRecord] = {}
+        self.observers: list[Callable[[Change], None]] = []
+        self.counts: dict[str, int] = {
+            "events": 0,
+            "flows_ignored": 0,
+            "snapshots": 0,
+            "source_errors": 0,
+        }
+        self._ip_to_mac: dict[str, str] = {}  # from leases and DHCP (authoritative)
+        self._neigh_mac: dict[str, str] = {}  # from the neighbour table (fallback)
+        self._pairs: dict[tuple[str, str], set[int]] = {}
+        self._lan_cache: dict[str, bool] = {}
+
+    # ------------------------------------------------------------------------------ helpers
+
+    def _emit(self, kind: ChangeKind, flow: FlowRecord | None = None, device: Device | None = None) -> None:
+        if self.observers:
+            change = Change(kind, flow, device)
+            for observer in self.observers:
+                observer(change)
+
+    def _is_lan(self, ip: str) -> bool:
+        hit = self._lan_cache.get(ip)
+        if hit is None:
+            try:
+                addr = ipaddress.ip_address(ip)
+            except ValueError:
+                addr = None
+            hit = addr is not None and any(addr in net for net in self.config.lan)
+            if len(self._lan_cache) > 65536:
+                self._lan_cache.clear()
+            self._lan_cache[ip] = hit
+        return hit
+
+    def _relevant(self, flow: Flow) -> bool:
+        """A flow from a LAN device to somewhere beyond the LAN (not to the gateway itself)."""
+        o = flow.orig
+        return (
+            self._is_lan(o.src)
+            and not self._is_lan(o.dst)
+            and o.dst not in self.config.local_addresses
+            and o.src not in self.config.local_addresses
+        )
+
+    def device_key_for(self, ip: str) -> str:
+        mac = self._ip_to_mac.get(ip) or self._neigh_mac.get(ip)
+        return mac if mac else f"ip:{ip}"
+
+    def _device_for(self, ip: str, now: float) -> Device:
+        key = self.device_key_for(ip)
+        dev = self.devices.get(key)
+        if dev is None:
+            mac = None if key.startswith("ip:") else key
+            dev = Device(key=key, mac=mac, first_seen=now, last_seen=now)
+            dev.ips.add(ip)
+            self.devices[key] = dev
+            self._emit(ChangeKind.DEVICE, device=dev)
+        elif ip not in dev.ips:
+            dev.ips.add(ip)
+            self._emit(ChangeKind.DEVICE, device=dev)
+        return dev
+
+    def _learn_mac(self, ip: str, mac: str, hostname: str | None, now: float, *, lease: bool) -> None:
+        """Record that ``ip`` belongs to ``mac``; move a provisional ``ip:`` device onto the MAC."""
+        table = self._ip_to_mac if lease else self._neigh_mac
+        table[ip] = mac
+        dev = self.devices.get(mac)
+        changed = False
+        if dev is None:
+            dev = Device(key=mac, mac=mac, first_seen=now, last_seen=now)
+            self.devices[mac] = dev
+            changed = True
+        if ip not in dev.ips:
+            # The address may have belonged to another device before (a re-used lease).
+            for other in self.devices.values():
+                if other is not dev and ip in other.ips and (lease or other.key.startswith("ip:")):
+                    other.ips.discard(ip)
+            dev.ips.add(ip)
+            changed = True
+        if lease and hostname and hostname != dev.hostname:
+            dev.hostname = hostname
+            changed = True
+        provisional = self.devices.pop(f"ip:{ip}", None)
+        if provisional is not None:
+            for rec in self.flows.values():
+                if rec.device == provisional.key:
+                    rec.device = mac
+            dev.first_seen = min(dev.first_seen, provisional.first_seen)
+            dev.last_seen = max(dev.last_seen, provisional.last_seen)
+            self._emit(ChangeKind.DEVICE_GONE, device=provisional)
+            changed = True
+        if changed:
+            self._emit(ChangeKind.DEVICE, device=dev)
+
+    # ------------------------------------------------------------------------------ flows
+
+    def _upsert(self, flow: Flow, now: float) -> FlowRecord | None:
+        rec = self.flows.get(flow.id)
+        if rec is None:
+            if not self._relevant(flow):
+                self.counts["flows_ignored"] += 1
+                return None
+            o = flow.orig
+            dev = self._device_for(o.src, now)
+            rec = FlowRecord(
+                id=flow.id,
+                device=dev.key,
+                client=o.src,
+                proto=o.proto,
+                dst=o.dst,
+                dport=o.dport,
+                first_seen=now,
+                last_seen=now,
+            )
+            hit = self.names.lookup(o.src, o.dst, now)
+            if hit is not None:
+                rec.name, rec.name_source = hit.name, hit.source
+            self.flows[flow.id] = rec
+            self._pairs.setdefault((o.src, o.dst), set()).add(flow.id)
+            self._update_counters(rec, flow, now)
+            dev.last_seen = now
+            self._emit(ChangeKind.FLOW_NEW, flow=rec)
+            return rec
+        self._update_counters(rec, flow, now)
+        return rec
+
+    def _update_counters(self, rec: FlowRecord, flow: Flow, now: float) -> None:
+        if flow.orig_bytes or flow.reply_bytes or flow.orig_packets:
+            moved = flow.orig_bytes != rec.bytes_up or flow.reply_bytes != rec.bytes_down
+            rec.bytes_up, rec.bytes_down = flow.orig_bytes, flow.reply_bytes
+            rec.packets_up, rec.packets_down = flow.orig_packets, flow.reply_packets
+            if moved:
+                rec.last_seen = now
+                dev = self.devices.get(rec.device)
+                if dev is not None:
+                    dev.last_seen = now
+        if flow.tcp_state:
+            rec.tcp_state = flow.tcp_state
+
+    def _end(self, rec: FlowRecord, now: float) -> None:
+        if rec.closed_at is None:
+            rec.closed_at = now
+            self._emit(ChangeKind.FLOW_END, flow=rec)
+
+    def _apply_flow_event(self, ev: FlowEvent, now: float) -> None:
+        rec = self._upsert(ev.flow, now)
+        if rec is not None and ev.kind is FlowEventKind.DESTROY:
+            self._end(rec, now)
+
+    def _apply_snapshot(self, snap: FlowSnapshot, now: float) -> None:
+        self.counts["snapshots"] += 1
+        present = set()
+        for flow in snap.flows:
+            present.add(flow.id)
+            self._upsert(flow, now)
+        for rec in list(self.flows.values()):
+            if rec.closed_at is None and rec.id not in present:
+                self._end(rec, now)
+
+    # ------------------------------------------------------------------------------ names
+
+    def _apply_answer(self, ans: DnsAnswer) -> None:
+        for b in self.names.on_answer(ans):
+            for fid in self._pairs.get((b.client, b.address), ()):
+                rec = self.flows[fid]
+                if rec.name_source is not NameSource.ASKED:
+                    rec.name, rec.name_source = b.name, NameSource.ASKED
+                    self._emit(ChangeKind.FLOW_NAMED, flow=rec)
+
+    def _apply_leases(self, snap: LeaseSnapshot, now: float) -> None:
+        current = set()
+        for lease in snap.leases:
+            if lease.mac is None:
+                continue
+            current.add(lease.mac)
+            self._learn_mac(lease.ip, lease.mac, lease.hostname, now, lease=True)
+            dev = self.devices[lease.mac]
+            if dev.lease_expiry != lease.expiry:
+                dev.lease_expiry = lease.expiry
+        for dev in self.devices.values():
+            if dev.mac and dev.mac not in current and dev.lease_expiry is not None:
+                dev.lease_expiry = None
+
+    def _apply_dhcp(self, ev: DhcpEvent, now: float) -> None:
+        if ev.ip is None or ev.mac is None:
+            return
+        if ev.message == "DHCPACK":
+            self._learn_mac(ev.ip, ev.mac.lower(), ev.hostname, now, lease=True)
+        elif ev.message == "DHCPRELEASE":
+            dev = self.devices.get(ev.mac.lower())
+            if dev is not None:
+                dev.lease_expiry = None
+
+    # ------------------------------------------------------------------------------ public
+
+    def apply(self, event: Event) -> None:
+        """Apply one source event. Unknown event types are ignored (sources may grow)."""
+        now = self.clock()
+        self.counts["events"] += 1
+        match event:
+            case FlowEvent():
+                self._apply_flow_event(event, now)
+            case FlowSnapshot():
+                self._apply_snapshot(event, now)
+            case DnsQuery():
+                self.names.on_query(event)
+            case DnsAnswer():
+                self._apply_answer(event)
+            case DhcpEvent():
+                self._apply_dhcp(event, now)
+            case LeaseSnapshot():
+                self._apply_leases(event, now)
+            case Neighbour(gone=False, mac=str() as mac):
+                if self._neigh_mac.get(event.ip) != mac.lower():
+                    self._learn_mac(event.ip, mac.lower(), None, now, lease=False)
+            case Neighbour(gone=True):
+                self._neigh_mac.pop(event.ip, None)
+            case SourceError():
+                self.counts["source_errors"] += 1
+                log.warning("%s: %s", event.source, event.message)
+            case _:
+                pass
+
+    def expire(self) -> None:
+        """Forget ended flows after their hold time and devices that left."""
+        now = self.clock()
+        hold = self.config.flow_hold
+        for rec in [r for r in self.flows.values() if r.closed_at is not None and now - r.closed_at >= hold]:
+            del self.flows[rec.id]
+            pair = self._pairs.get((rec.client, rec.dst))
+            if pair is not None:
+                pair.discard(rec.id)
+                if not pair:
+                    del self._pairs[(rec.client, rec.dst)]
+            self._emit(ChangeKind.FLOW_GONE, flow=rec)
+        busy = {r.device for r in self.flows.values() if r.closed_at is None}
+        wall = time.time()
+        for dev in list(self.devices.values()):
+            if dev.key in busy or now - dev.last_seen < self.config.device_idle:
+                continue
+            if dev.lease_expiry is not None and (dev.lease_expiry == 0 or dev.lease_expiry > wall):
+                continue
+            self.forget_device(dev.key)
+
+    def forget_device(self, key: str) -> None:
+        """Remove a device, its flows and what it resolved."""
+        dev = self.devices.pop(key, None)
+        if dev is None:
+            return
+        for rec in [r for r in self.flows.values() if r.device == key]:
+            del self.flows[rec.id]
+            self._pairs.get((rec.client, rec.dst), set()).discard(rec.id)
+            self._emit(ChangeKind.FLOW_GONE, flow=rec)
+        for ip in dev.ips:
+            self.names.forget_client(ip)
+            if self._ip_to_mac.get(ip) == key:
+                del self._ip_to_mac[ip]
+            if self._neigh_mac.get(ip) == key:
+                del self._neigh_mac[ip]
+        self._emit(ChangeKind.DEVICE_GONE, device=dev)
+
+    def device_flows(self, key: str) -> list[FlowRecord]:
+        return [r for r in self.flows.values() if r.device == key]

@@ -1,0 +1,119 @@
+"""The live state: devices keyed by MAC, flows attributed, late names, expiry."""
+
+import socket
+
+from apviz.events import (
+    DhcpEvent,
+    DnsAnswer,
+    DnsAnswerKind,
+    DnsQuery,
+    Flow,
+    FlowEvent,
+    FlowEventKind,
+    FlowSnapshot,
+    FlowTuple,
+    Lease,
+    LeaseSnapshot,
+    Neighbour,
+)
+from apviz.live.model import ChangeKind
+from apviz.live.names import NameSource
+from apviz.live.state import LiveState, StateConfig, networks
+
+
+class Clock:
+    def __init__(self):
+        self.t = 1000.0
+
+    def __call__(self):
+        return self.t
+
+
+def flow(fid, src, dst, dport=443, up=0, down=0):
+    return Flow(
+        id=fid,
+        family=socket.AF_INET,
+        orig=FlowTuple(6, src, dst, 40000 + fid, dport),
+        reply=FlowTuple(6, dst, "10.99.255.2", dport, 40000 + fid),
+        orig_bytes=up,
+        reply_bytes=down,
+        orig_packets=1 if up else 0,
+    )
+
+
+def make():
+    clock = Clock()
+    st = LiveState(
+        StateConfig(lan=networks(["10.99.1.0/24"]), local_addresses=frozenset({"10.99.1.1"})), clock
+    )
+    changes = []
+    st.observers.append(changes.append)
+    return st, clock, changes
+
+
+def test_flow_gets_device_hostname_and_asked_name_even_when_dns_is_late():
+    st, clock, changes = make()
+    st.apply(LeaseSnapshot((Lease(0, "02:a5:00:00:00:01", "10.99.1.101", "phone-1", None),)))
+    st.apply(FlowEvent(FlowEventKind.NEW, flow(1, "10.99.1.101", "198.18.0.10")))
+    rec = st.flows[1]
+    assert rec.device == "02:a5:00:00:00:01" and rec.name is None
+    st.apply(DnsQuery(clock.t, 5, "10.99.1.101", "A", "doubleclick.net"))
+    st.apply(DnsAnswer(clock.t, 5, "10.99.1.101", DnsAnswerKind.REPLY, "doubleclick.net", "198.18.0.10"))
+    assert rec.name == "doubleclick.net" and rec.name_source is NameSource.ASKED
+    assert [c.kind for c in changes if c.flow is rec] == [ChangeKind.FLOW_NEW, ChangeKind.FLOW_NAMED]
+    assert st.devices[rec.device].hostname == "phone-1"
+
+
+def test_local_and_wan_flows_are_ignored():
+    st, _, _ = make()
+    st.apply(FlowEvent(FlowEventKind.NEW, flow(1, "10.99.1.101", "10.99.1.1", 53)))
+    st.apply(FlowEvent(FlowEventKind.NEW, flow(2, "10.99.255.1", "198.18.0.53", 53)))
+    assert st.flows == {} and st.counts["flows_ignored"] == 2
+
+
+def test_provisional_device_moves_to_mac_when_dhcp_ack_arrives():
+    st, clock, _ = make()
+    st.apply(FlowEvent(FlowEventKind.NEW, flow(1, "10.99.1.150", "198.18.0.10")))
+    assert st.flows[1].device == "ip:10.99.1.150"
+    st.apply(DhcpEvent(clock.t, 1, "DHCPACK", "br0", "10.99.1.150", "02:A5:00:00:00:07", "tv-1"))
+    assert st.flows[1].device == "02:a5:00:00:00:07"
+    assert "ip:10.99.1.150" not in st.devices
+    assert st.devices["02:a5:00:00:00:07"].hostname == "tv-1"
+
+
+def test_neighbour_maps_ipv6_address_to_the_device():
+    st, _, _ = make()
+    st.config.lan = networks(["10.99.1.0/24", "fd00::/8"])
+    st.apply(LeaseSnapshot((Lease(0, "02:a5:00:00:00:01", "10.99.1.101", "phone-1", None),)))
+    st.apply(Neighbour("fd00::1:5", "02:A5:00:00:00:01"))
+    f = Flow(
+        id=9,
+        family=socket.AF_INET6,
+        orig=FlowTuple(6, "fd00::1:5", "2001:db8::1", 5555, 443),
+        reply=FlowTuple(6, "2001:db8::1", "fd00::1:5", 443, 5555),
+    )
+    st.apply(FlowEvent(FlowEventKind.NEW, f))
+    assert st.flows[9].device == "02:a5:00:00:00:01"
+
+
+def test_snapshot_ends_missing_flows_and_expiry_removes_them():
+    st, clock, changes = make()
+    st.apply(FlowEvent(FlowEventKind.NEW, flow(1, "10.99.1.101", "198.18.0.10")))
+    st.apply(FlowEvent(FlowEventKind.NEW, flow(2, "10.99.1.101", "198.18.0.11")))
+    st.apply(FlowSnapshot([flow(2, "10.99.1.101", "198.18.0.11", up=500, down=9000)], "refresh"))
+    assert not st.flows[1].open and st.flows[2].open
+    assert st.flows[2].bytes == 9500
+    clock.t += st.config.flow_hold + 1
+    st.expire()
+    assert set(st.flows) == {2}
+    assert ChangeKind.FLOW_GONE in [c.kind for c in changes]
+
+
+def test_destroy_keeps_final_counters_then_idle_device_is_forgotten():
+    st, clock, _ = make()
+    st.apply(FlowEvent(FlowEventKind.NEW, flow(1, "10.99.1.101", "198.18.0.10")))
+    st.apply(FlowEvent(FlowEventKind.DESTROY, flow(1, "10.99.1.101", "198.18.0.10", up=100, down=2000)))
+    assert st.flows[1].bytes == 2100 and not st.flows[1].open
+    clock.t += st.config.device_idle + 1
+    st.expire()
+    assert st.flows == {} and st.devices == {}
