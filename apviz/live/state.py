@@ -221,6 +221,8 @@ class LiveState:
 
     def _apply_snapshot(self, snap: FlowSnapshot, now: float) -> None:
         self.counts["snapshots"] += 1
+        if snap.reason == "resync":
+            self.counts["resyncs"] = self.counts.get("resyncs", 0) + 1
         present = set()
         for flow in snap.flows:
             present.add(flow.id)

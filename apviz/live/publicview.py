@@ -1,0 +1,302 @@
+"""The views the browsers get: a sankey, geo points and arcs, devices and totals.
+
+Computed from the state on a tick and diffed (:mod:`apviz.live.diff`), never patched by sources.
+Every section is keyed by a stable id so the browser can animate items instead of redrawing, and
+the sankey keeps the N biggest items per column and folds the rest into an "other" node so it
+stays readable with fifty devices.
+
+Device ids are salted hashes: the public view never carries a MAC or an address.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Any
+
+from apviz.live.destinations import Describe, Destination, plain_describe
+from apviz.live.model import Device, FlowRecord
+from apviz.live.state import LiveState
+
+OTHER = "*"
+
+
+@dataclass(slots=True)
+class ViewOptions:
+    """How the public view is cut. Validated in ``__post_init__``; errors name the bad value."""
+
+    top_devices: int = 12
+    top_orgs: int = 15
+    top_countries: int = 10
+    gateway_lat: float | None = None
+    gateway_lon: float | None = None
+    gateway_label: str = "This exhibit"
+    describe_cache: int = 16384
+    salt: bytes = field(default_factory=lambda: os.urandom(16))
+
+    def __post_init__(self) -> None:
+        for key in ("top_devices", "top_orgs", "top_countries"):
+            value = getattr(self, key)
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"view.{key} must be a whole number >= 1, got {value!r}")
+        if self.gateway_lat is not None and not -90 <= self.gateway_lat <= 90:
+            raise ValueError(f"gateway latitude must be within -90..90, got {self.gateway_lat!r}")
+        if self.gateway_lon is not None and not -180 <= self.gateway_lon <= 180:
+            raise ValueError(f"gateway longitude must be within -180..180, got {self.gateway_lon!r}")
+
+
+@dataclass(slots=True)
+class _Acc:
+    bytes: int = 0
+    connections: int = 0
+    open: int = 0
+    trackers: int = 0
+
+    def add(self, rec: FlowRecord, tracker: bool) -> None:
+        self.bytes += rec.bytes
+        self.connections += 1
+        self.open += rec.open
+        self.trackers += tracker
+
+    def merge(self, other: _Acc) -> None:
+        self.bytes += other.bytes
+        self.connections += other.connections
+        self.open += other.open
+        self.trackers += other.trackers
+
+    def json(self) -> dict[str, int]:
+        return {
+            "bytes": self.bytes,
+            "connections": self.connections,
+            "open": self.open,
+            "trackers": self.trackers,
+        }
+
+
+def _rank(acc: dict[str, _Acc], n: int) -> set[str]:
+    """The ``n`` biggest keys by bytes, then connections; when more than ``n`` exist, keep n-1 + other."""
+    if len(acc) <= n:
+        return set(acc)
+    order = sorted(acc, key=lambda k: (-acc[k].bytes, -acc[k].connections, k))
+    return set(order[: n - 1])
+
+
+class ViewBuilder:
+    """Turns the live state into the public view dictionaries."""
+
+    def __init__(self, options: ViewOptions | None = None, describe: Describe = plain_describe) -> None:
+        self.options = options or ViewOptions()
+        self._describe = describe
+        self._cache: OrderedDict[tuple[str | None, str], Destination] = OrderedDict()
+        self._ids: dict[str, str] = {}
+
+    # ---------------------------------------------------------------------------- lookups
+
+    def describe(self, name: str | None, address: str) -> Destination:
+        key = (name, address)
+        hit = self._cache.get(key)
+        if hit is None:
+            hit = self._describe(name, address)
+            self._cache[key] = hit
+            if len(self._cache) > self.options.describe_cache:
+                self._cache.popitem(last=False)
+        return hit
+
+    def invalidate(self) -> None:
+        """Forget cached descriptions (a database was replaced)."""
+        self._cache.clear()
+
+    def device_id(self, key: str) -> str:
+        """A stable, non-reversible public id for a device key (MAC)."""
+        hit = self._ids.get(key)
+        if hit is None:
+            hit = "d" + hashlib.blake2s(key.encode(), key=self.options.salt[:32], digest_size=6).hexdigest()
+            if len(self._ids) > 65536:
+                self._ids.clear()
+            self._ids[key] = hit
+        return hit
+
+    @staticmethod
+    def device_label(dev: Device | None) -> str:
+        if dev is None:
+            return "unknown device"
+        return dev.hostname or "device"
+
+    @staticmethod
+    def _country_key(d: Destination) -> tuple[str, str]:
+        if d.country:
+            return d.country, d.country_name or d.country
+        if d.special:
+            return "special", d.special
+        return "unknown", "unknown place"
+
+    # ---------------------------------------------------------------------------- the view
+
+    def build(self, state: LiveState) -> dict[str, Any]:
+        opts = self.options
+        dev_acc: dict[str, _Acc] = {}
+        org_acc: dict[str, _Acc] = {}
+        cty_acc: dict[str, _Acc] = {}
+        rows: list[tuple[str, str, str, FlowRecord, bool]] = []
+        org_meta: dict[str, Destination] = {}
+        cty_names: dict[str, str] = {}
+        places: dict[str, tuple[Destination, _Acc]] = {}
+        for rec in state.flows.values():
+            d = self.describe(rec.name, rec.dst)
+            tracker = d.tracker is not None
+            cty, cty_name = self._country_key(d)
+            cty_names[cty] = cty_name
+            org_meta.setdefault(d.org, d)
+            if tracker and org_meta[d.org].tracker is None:
+                org_meta[d.org] = d
+            dev_acc.setdefault(rec.device, _Acc()).add(rec, tracker)
+            org_acc.setdefault(d.org, _Acc()).add(rec, tracker)
+            cty_acc.setdefault(cty, _Acc()).add(rec, tracker)
+            rows.append((rec.device, d.org, cty, rec, tracker))
+            if d.lat is not None and d.lon is not None:
+                pkey = f"{d.country or ''}|{d.city or ''}|{d.lat:.2f}|{d.lon:.2f}"
+                place = places.get(pkey)
+                if place is None:
+                    place = places[pkey] = (d, _Acc())
+                place[1].add(rec, tracker)
+
+        keep_dev = _rank(dev_acc, opts.top_devices)
+        keep_org = _rank(org_acc, opts.top_orgs)
+        keep_cty = _rank(cty_acc, opts.top_countries)
+
+        nodes: dict[str, _Acc] = {}
+        links: dict[tuple[str, str], _Acc] = {}
+        for dev, org, cty, rec, tracker in rows:
+            dn = "d:" + (self.device_id(dev) if dev in keep_dev else OTHER)
+            on = "o:" + (org if org in keep_org else OTHER)
+            cn = "c:" + (cty if cty in keep_cty else OTHER)
+            for node in (dn, on, cn):
+                nodes.setdefault(node, _Acc()).add(rec, tracker)
+            links.setdefault((dn, on), _Acc()).add(rec, tracker)
+            links.setdefault((on, cn), _Acc()).add(rec, tracker)
+
+        by_public_id = {self.device_id(k): state.devices.get(k) for k in dev_acc}
+        sankey_nodes = {}
+        for node_id, acc in nodes.items():
+            kind, _, key = node_id.partition(":")
+            item: dict[str, Any] = {"id": node_id, "kind": {"d": "device", "o": "org", "c": "country"}[kind]}
+            if key == OTHER:
+                item["label"] = {"d": "other devices", "o": "other companies", "c": "other places"}[kind]
+                item["other"] = True
+            elif kind == "d":
+                item["label"] = self.device_label(by_public_id.get(key))
+                item["device"] = key
+            elif kind == "o":
+                meta = org_meta[key]
+                item.update(label=key, source=meta.org_source, category=meta.category, tracker=meta.tracker)
+            else:
+                item.update(label=cty_names[key], country=key if len(key) == 2 else None)
+            item.update(acc.json())
+            sankey_nodes[node_id] = item
+        sankey_links = {
+            f"{s}>{t}": {"id": f"{s}>{t}", "source": s, "target": t, **acc.json()}
+            for (s, t), acc in links.items()
+        }
+
+        devices = {}
+        for key, acc in dev_acc.items():
+            pid = self.device_id(key)
+            devices[pid] = {"id": pid, "label": self.device_label(state.devices.get(key)), **acc.json()}
+        for key, dev in state.devices.items():  # devices that joined but have no flows yet
+            pid = self.device_id(key)
+            devices.setdefault(pid, {"id": pid, "label": self.device_label(dev), **_Acc().json()})
+
+        points = {}
+        arcs = {}
+        for pkey, (d, acc) in places.items():
+            pid = "p:" + pkey
+            points[pid] = {
+                "id": pid,
+                "country": d.country,
+                "country_name": d.country_name,
+                "city": d.city,
+                "lat": d.lat,
+                "lon": d.lon,
+                **acc.json(),
+            }
+            if opts.gateway_lat is not None and opts.gateway_lon is not None:
+                aid = "a:" + pkey
+                arcs[aid] = {
+                    "id": aid,
+                    "to": pid,
+                    "from_lat": opts.gateway_lat,
+                    "from_lon": opts.gateway_lon,
+                    "lat": d.lat,
+                    "lon": d.lon,
+                    "tracker": acc.trackers > 0,
+                    **acc.json(),
+                }
+        countries = {
+            cty: {"id": cty, "name": cty_names[cty], **acc.json()}
+            for cty, acc in cty_acc.items()
+            if len(cty) == 2
+        }
+        trackers_seen = {org for org, meta in org_meta.items() if meta.tracker}
+        return {
+            "time": round(time.time(), 3),
+            "gateway": {"lat": opts.gateway_lat, "lon": opts.gateway_lon, "label": opts.gateway_label},
+            "totals": {
+                "devices": len(state.devices),
+                "flows_open": sum(1 for r in state.flows.values() if r.open),
+                "connections": len(state.flows),
+                "bytes": sum(a.bytes for a in dev_acc.values()),
+                "companies": len(org_acc),
+                "countries": len(countries),
+                "trackers": len(trackers_seen),
+            },
+            "devices": devices,
+            "nodes": sankey_nodes,
+            "links": sankey_links,
+            "points": points,
+            "arcs": arcs,
+            "countries": countries,
+        }
+
+    # ---------------------------------------------------------------------------- per device
+
+    def device_detail(self, state: LiveState, public_id: str) -> dict[str, Any] | None:
+        """One device's destinations, for the device page and ``/api/devices/{id}``."""
+        key = next((k for k in state.devices if self.device_id(k) == public_id), None)
+        if key is None:
+            return None
+        dev = state.devices[key]
+        dests: dict[tuple[str | None, str], dict[str, Any]] = {}
+        total = _Acc()
+        for rec in state.device_flows(key):
+            d = self.describe(rec.name, rec.dst)
+            k = (rec.name, d.org)
+            item = dests.get(k)
+            if item is None:
+                item = dests[k] = {
+                    "name": rec.name,
+                    "org": d.org,
+                    "domain": d.domain,
+                    "country": d.country,
+                    "country_name": d.country_name,
+                    "city": d.city,
+                    "tracker": d.tracker,
+                    "category": d.category,
+                    "bytes": 0,
+                    "connections": 0,
+                    "open": 0,
+                }
+            item["bytes"] += rec.bytes
+            item["connections"] += 1
+            item["open"] += rec.open
+            total.add(rec, d.tracker is not None)
+        return {
+            "id": public_id,
+            "label": self.device_label(dev),
+            "first_seen": round(dev.first_seen, 3),
+            "last_seen": round(dev.last_seen, 3),
+            **total.json(),
+            "destinations": sorted(dests.values(), key=lambda x: (-x["bytes"], -x["connections"])),
+        }

@@ -1,0 +1,1 @@
+"""The web side: SSE hub, JSON API, metrics; one concept per module."""
