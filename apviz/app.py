@@ -8,11 +8,20 @@ knows which concrete classes read conntrack, the log or the leases.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from apviz.config import Config
+from apviz.config import EnrichConfig as EnrichSection
+from apviz.enrich.enricher import EnrichConfig, Enricher
+from apviz.live.destinations import Describe, Destination
 from apviz.live.pipeline import NamedSource, Pipeline
-from apviz.live.state import LiveState, StateConfig
+from apviz.live.state import LiveState, StateConfig, networks
+
+if TYPE_CHECKING:
+    from apviz.service import Service
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +41,7 @@ class SourceOptions:
     conntrack_refresh: float = 10.0
     conntrack_rcvbuf: int = 64 * 1024 * 1024
     extra: list[NamedSource] = field(default_factory=list)
+    counters: list[Callable[[], dict[str, int]]] = field(default_factory=list)  # parse-error figures
 
 
 def build_sources(opts: SourceOptions) -> list[NamedSource]:
@@ -48,11 +58,13 @@ def build_sources(opts: SourceOptions) -> list[NamedSource]:
             ),
         )
     ]
+    parser = DnsmasqLogParser()
+    opts.counters.append(parser.counts)
     if opts.dnsmasq_log is not None:
         from apviz.sources.logfile import DnsmasqFileSource
 
         path = opts.dnsmasq_log
-        sources.append(NamedSource("dnsmasq-log", lambda: DnsmasqFileSource(path, DnsmasqLogParser())))
+        sources.append(NamedSource("dnsmasq-log", lambda: DnsmasqFileSource(path, parser)))
     else:
         from apviz.sources.journal import DnsmasqJournalSource
 
@@ -60,12 +72,13 @@ def build_sources(opts: SourceOptions) -> list[NamedSource]:
         sources.append(
             NamedSource(
                 "dnsmasq-journal",
-                lambda: DnsmasqJournalSource(DnsmasqLogParser(), path=jdir, since_seconds=since),
+                lambda: DnsmasqJournalSource(parser, path=jdir, since_seconds=since),
             )
         )
     if opts.leases is not None:
-        leases = opts.leases
-        sources.append(NamedSource("leases", lambda: LeasesSource(leases)))
+        lease_source = LeasesSource(opts.leases)
+        opts.counters.append(lambda: {"errors": lease_source.errors})
+        sources.append(NamedSource("leases", lambda: lease_source))
     if opts.neighbours:
         netns = opts.netns
         sources.append(NamedSource("neighbours", lambda: NeighbourSource(netns)))
@@ -76,3 +89,134 @@ def build_sources(opts: SourceOptions) -> list[NamedSource]:
 def build(opts: SourceOptions, config: StateConfig | None = None) -> tuple[LiveState, Pipeline]:
     state = LiveState(config)
     return state, Pipeline(state, build_sources(opts))
+
+
+def enricher_describe(enricher: Enricher) -> Describe:
+    """Adapt the enrichment facade to the views' one question: what is behind (name, address)?
+
+    The middle column shows, in order of preference: the company from the overlay (or opt-in
+    TrackerDB), the registrable domain the device asked for, the network owner from the ASN, a
+    special-range label, or "unknown". The place always comes from the address, never the name.
+    """
+
+    def describe(name: str | None, address: str) -> Destination:
+        addr = enricher.describe_address(address)
+        info = enricher.describe_name(name) if name else None
+        geo, asn, special = addr.geo, addr.asn, addr.special
+        place = {
+            "country": geo.country_code if geo else None,
+            "country_name": geo.country if geo else None,
+            "city": geo.city if geo else None,
+            "lat": geo.latitude if geo else None,
+            "lon": geo.longitude if geo else None,
+            "special": special.label if special else None,
+            "asn_org": asn.org if asn else None,
+        }
+        if info is not None and info.valid and not info.local:
+            company = info.company
+            if company is not None:
+                org, source = company.name, "company"
+            else:
+                org, source = (info.registrable or info.name), "domain"
+            return Destination(
+                org=org,
+                org_source=source,
+                domain=info.registrable,
+                tracker=info.tracker_category,
+                category=company.category if company else None,
+                **place,
+            )
+        if asn is not None and asn.org:
+            return Destination(org=asn.org, org_source="asn", **place)
+        if special is not None:
+            return Destination(org=special.label, org_source="special", **place)
+        return Destination(org="unknown", org_source="unknown", **place)
+
+    return describe
+
+
+def default_data_dir() -> Path:
+    """The checkout's ``data/`` folder (apviz is installed editable from the checkout)."""
+    return Path(__file__).resolve().parents[1] / "data"
+
+
+def build_enricher(section: EnrichSection, gateway: tuple[str, ...] = ()) -> Enricher:
+    """Turn the ``[enrich]`` section into an :class:`Enricher`; empty keys take the installed data."""
+    from apviz.enrich.trackers import BlocklistSpec
+
+    data_dir = Path(section.data_dir) if section.data_dir else default_data_dir()
+    overrides: dict[str, object] = {"gateway": gateway}
+    if section.geo_db:
+        overrides["geo_paths"] = (Path(section.geo_db),)
+    if section.asn_db:
+        overrides["asn_mmdb"] = Path(section.asn_db)
+    if section.asn_csv:
+        csv = Path(section.asn_csv)
+        overrides["asn_csv"] = tuple(sorted(csv.glob("*.csv"))) if csv.is_dir() else (csv,)
+    if section.blocklists:
+        specs = []
+        for entry in section.blocklists:
+            category, _, path = entry.partition("=")
+            specs.append(BlocklistSpec(Path(path), category, Path(path).name))
+        overrides["blocklists"] = tuple(specs)
+    if section.companies:
+        overrides["companies_path"] = Path(section.companies)
+    if section.trackerdb:
+        overrides["trackerdb_path"] = Path(section.trackerdb)
+    enricher = Enricher(EnrichConfig.installed(data_dir, **overrides))
+    for lookup, ok in enricher.status().items():
+        if not ok and lookup != "trackerdb":
+            log.warning("enrichment: no data for %s; that part of the view is degraded", lookup)
+    return enricher
+
+
+def source_options(cfg: Config) -> SourceOptions:
+    s = cfg.sources
+    return SourceOptions(
+        netns=s.netns or None,
+        dnsmasq_log=Path(s.dnsmasq_log) if s.dnsmasq_log else None,
+        journal_dir=Path(s.journal_dir) if s.journal_dir else None,
+        journal_since=s.journal_since,
+        leases=Path(s.leases) if s.leases else None,
+        neighbours=s.neighbours,
+        conntrack_refresh=s.conntrack_refresh,
+        conntrack_rcvbuf=s.conntrack_rcvbuf,
+    )
+
+
+def state_config(cfg: Config) -> StateConfig:
+    st = cfg.state
+    return StateConfig(
+        lan=networks(st.lan),
+        local_addresses=frozenset(st.local_addresses),
+        flow_hold=st.flow_hold,
+        device_idle=st.device_idle,
+        name_hold=st.name_hold,
+    )
+
+
+def build_service(cfg: Config, enricher: Enricher | None = None) -> Service:
+    """Everything ``apviz serve`` runs, from a checked configuration."""
+    from apviz.live.publicview import ViewBuilder, ViewOptions
+    from apviz.server.hub import Hub
+    from apviz.service import Service
+
+    state = LiveState(state_config(cfg))
+    if enricher is None:
+        enricher = build_enricher(cfg.enrich, tuple(cfg.state.local_addresses))
+    v = cfg.view
+    builder = ViewBuilder(
+        ViewOptions(
+            top_devices=v.top_devices,
+            top_orgs=v.top_orgs,
+            top_countries=v.top_countries,
+            gateway_lat=v.gateway_lat,
+            gateway_lon=v.gateway_lon,
+            gateway_label=v.gateway_label,
+        ),
+        enricher_describe(enricher),
+    )
+    hub = Hub(queue_size=cfg.server.client_queue, max_per_address=cfg.server.max_streams_per_address)
+    opts = source_options(cfg)
+    sources = build_sources(opts)
+    return Service(state, sources, builder, hub, tick_hz=cfg.server.tick_hz, counters=opts.counters)

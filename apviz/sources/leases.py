@@ -83,6 +83,7 @@ class LeasesSource:
         self.path = Path(path)
         self.interval = interval
         self.reloads = 0
+        self.errors = 0  # malformed lines, counted at every reload that saw them
 
     def read(self) -> LeaseSnapshot | None:
         """Read the file now; None when it does not exist or cannot be read."""
@@ -94,7 +95,9 @@ class LeasesSource:
             log.warning("cannot read leases file %s: %s", self.path, exc)
             return None
         self.reloads += 1
-        return parse_leases(text)
+        snapshot = parse_leases(text)
+        self.errors += snapshot.errors
+        return snapshot
 
     async def __aiter__(self) -> AsyncIterator[LeaseSnapshot | SourceError]:
         seen: tuple[int, int, int, int] | None = None
