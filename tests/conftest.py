@@ -1,0 +1,94 @@
+"""Shared fixtures: labs (real namespaces, dnsmasq and conntrack) that are always torn down.
+
+Tests marked ``lab`` need root and the lab's tools; elsewhere they are skipped with the reason, so
+the unit tests still run on a laptop. Every lab is a context-managed :class:`apviz.lab.lab.Lab`
+closed in fixture teardown, which pytest runs for failing tests and on Ctrl-C; SIGTERM is turned
+into the same unwinding. Whatever still escapes (SIGKILL) is found by ``apviz lab down``.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING
+
+import pytest
+
+if TYPE_CHECKING:
+    from apviz.lab.lab import Lab
+
+LAB_TOOLS = ("ip", "dnsmasq", "busybox", "nft", "conntrack", "sysctl")
+
+
+def _lab_unavailable() -> str | None:
+    if os.geteuid() != 0:
+        return "lab tests need root (network namespaces)"
+    missing = [tool for tool in LAB_TOOLS if shutil.which(tool) is None]
+    if missing:
+        return f"lab tests need {', '.join(missing)} (make setup installs them)"
+    return None
+
+
+def _sigterm_unwinds(signum: int, frame: object) -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    raise KeyboardInterrupt("SIGTERM")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # A killed test run must still tear its labs down: make SIGTERM unwind like Ctrl-C does.
+    if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, _sigterm_unwinds)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    reason = _lab_unavailable()
+    if reason is None:
+        return
+    skip = pytest.mark.skip(reason=reason)
+    for item in items:
+        if "lab" in item.keywords:
+            item.add_marker(skip)
+
+
+LabFactory = Callable[..., "Lab"]
+
+
+@pytest.fixture
+def lab_factory() -> Iterator[LabFactory]:
+    """Build labs with any parameters (``lab_factory(phones=2, log="journal")``); all closed after."""
+    from apviz.lab.lab import Lab
+
+    labs: list[Lab] = []
+
+    def make(**kwargs: object) -> Lab:
+        kwargs.setdefault("traffic", False)
+        lab = Lab(**kwargs)  # type: ignore[arg-type]
+        labs.append(lab)
+        return lab.start()
+
+    yield make
+    errors = []
+    for lab in reversed(labs):
+        try:
+            lab.close()
+        except Exception as exc:
+            errors.append(exc)
+    if errors:
+        raise errors[0]
+
+
+@pytest.fixture
+def lab(lab_factory: LabFactory) -> Lab:
+    """A fresh quiet lab with three phones (about a quarter of a second to build)."""
+    return lab_factory(phones=3)
+
+
+@pytest.fixture(scope="module")
+def module_lab() -> Iterator[Lab]:
+    """One quiet three-phone lab shared by a module's read-only tests."""
+    from apviz.lab.lab import Lab
+
+    with Lab(phones=3, traffic=False) as shared:
+        yield shared
