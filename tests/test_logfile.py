@@ -294,3 +294,30 @@ def test_dnsmasq_file_source_yields_events(tmp_path):
         assert source.parser.parsed == 3
 
     asyncio.run(main())
+
+
+def test_backlog_reads_recent_complete_lines_only(tmp_path):
+    import asyncio as _asyncio
+
+    from apviz.sources.logfile import LogFollower
+
+    path = tmp_path / "dnsmasq.log"
+    path.write_bytes(b"".join(b"line-%04d\n" % i for i in range(1000)))  # 10 bytes per line
+
+    async def first_lines():
+        follower = LogFollower(path, backlog_bytes=55, poll_interval=0.01)
+        out = []
+        async for line in follower:
+            out.append(line)
+            if line == "line-0999":
+                return out
+
+    # 55 bytes back from the end cuts into line 994; 995..999 are complete and read back.
+    assert _asyncio.run(_asyncio.wait_for(first_lines(), 5)) == [f"line-{i:04d}" for i in range(995, 1000)]
+
+    async def exact():
+        follower = LogFollower(path, backlog_bytes=50, poll_interval=0.01)
+        async for line in follower:
+            return line
+
+    assert _asyncio.run(_asyncio.wait_for(exact(), 5)) == "line-0995"  # a cut at a line start loses nothing

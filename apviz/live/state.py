@@ -138,6 +138,8 @@ class LiveState:
         table[ip] = mac
         dev = self.devices.get(mac)
         changed = False
+        if not lease and dev is None and f"ip:{ip}" not in self.devices:
+            return  # a neighbour alone is not a visitor: wait until it has a flow or a lease
         if dev is None:
             dev = Device(key=mac, mac=mac, first_seen=now, last_seen=now)
             self.devices[mac] = dev
@@ -285,7 +287,7 @@ class LiveState:
             case LeaseSnapshot():
                 self._apply_leases(event, now)
             case Neighbour(gone=False, mac=str() as mac):
-                if self._neigh_mac.get(event.ip) != mac.lower():
+                if self._is_lan(event.ip) and self._neigh_mac.get(event.ip) != mac.lower():
                     self._learn_mac(event.ip, mac.lower(), None, now, lease=False)
             case Neighbour(gone=True):
                 self._neigh_mac.pop(event.ip, None)

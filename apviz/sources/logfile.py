@@ -71,16 +71,20 @@ class LogFollower:
         path: str | os.PathLike[str],
         *,
         from_start: bool = False,
+        backlog_bytes: int = 0,
         poll_interval: float = 0.1,
         rotate_grace: float = 1.0,
         max_line_bytes: int = 64 * 1024,
     ) -> None:
+        if backlog_bytes < 0:
+            raise ValueError(f"backlog_bytes must be >= 0, got {backlog_bytes!r}")
         if poll_interval <= 0:
             raise ValueError(f"poll_interval must be > 0, got {poll_interval!r}")
         if max_line_bytes < 1:
             raise ValueError(f"max_line_bytes must be >= 1, got {max_line_bytes!r}")
         self.path = Path(path)
         self.from_start = from_start
+        self.backlog_bytes = backlog_bytes
         self.poll_interval = poll_interval
         self.rotate_grace = rotate_grace
         self.max_line_bytes = max_line_bytes
@@ -145,9 +149,15 @@ class LogFollower:
         except OSError as exc:
             return f"cannot open {self.path}: {os.strerror(exc.errno or errno.EIO)}"
         st = os.fstat(fd)
-        if seek_end:
-            os.lseek(fd, 0, os.SEEK_END)
         self._current = _Open(fd, (st.st_dev, st.st_ino))
+        if seek_end:
+            # Start near the end, but read back up to ``backlog_bytes`` so that queries made just
+            # before apviz started can still be credited; the first, cut line is skipped.
+            start = max(0, st.st_size - self.backlog_bytes)
+            os.lseek(fd, start, os.SEEK_SET)
+            if start > 0:
+                os.lseek(fd, start - 1, os.SEEK_SET)  # a cut exactly at a line start skips nothing
+                self._current.skipping = True
         return None
 
     def _read(self, generation: _Open) -> list[str]:
@@ -261,11 +271,14 @@ class DnsmasqFileSource:
         parser: DnsmasqLogParser | None = None,
         *,
         from_start: bool = False,
+        backlog_bytes: int = 256 * 1024,
         poll_interval: float = 0.1,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.parser = parser if parser is not None else DnsmasqLogParser()
-        self.follower = LogFollower(path, from_start=from_start, poll_interval=poll_interval)
+        self.follower = LogFollower(
+            path, from_start=from_start, backlog_bytes=backlog_bytes, poll_interval=poll_interval
+        )
         self._clock = clock
 
     def __aiter__(self) -> AsyncIterator[Event]:
