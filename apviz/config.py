@@ -120,7 +120,7 @@ class ViewConfig:
 
 @dataclass
 class EnrichConfig:
-    data_dir: str = _key("Where the set-up installed the data packages; empty: the checkout's data/ folder.", "")
+    data_dir: str = _key("Where the set-up installed the data packages; empty: the checkout's data/.", "")
     geo_db: str = _key(
         "City/country database (.mmdb: GeoIP2/GeoLite2 or DB-IP Lite); empty: the installed one.", ""
     )

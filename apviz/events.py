@@ -51,6 +51,12 @@ class Flow:
     stop_ns: int | None = None
 
     @property
+    def key(self) -> tuple[int, FlowTuple, int]:
+        """What identifies a flow: the kernel's id is a 32-bit hash and two live entries can share
+        it (about one pair per 100k entries), so the original tuple and zone go with it."""
+        return (self.id, self.orig, self.zone)
+
+    @property
     def snat(self) -> bool:
         """True when the reply comes back to another address than the one that sent it."""
         return self.reply.dst != self.orig.src or self.reply.dport != self.orig.sport

@@ -31,7 +31,14 @@ def _lab_unavailable() -> str | None:
     return None
 
 
+_MAIN_PID = os.getpid()
+
+
 def _sigterm_unwinds(signum: int, frame: object) -> None:
+    if os.getpid() != _MAIN_PID:
+        # A fork of this process (pyroute2 forks helpers) must die as SIGTERM says, not unwind
+        # into a second copy of the test run that would tear down the first one's labs.
+        os._exit(128 + signum)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     raise KeyboardInterrupt("SIGTERM")
 

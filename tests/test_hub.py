@@ -11,7 +11,8 @@ from apviz.server.hub import Hub, TooManyStreams
 
 def parse(chunk: bytes):
     fields = dict(line.split(": ", 1) for line in chunk.decode().strip().split("\n"))
-    return fields["event"], int(fields["id"]), json.loads(fields["data"])
+    _, _, seq = fields["id"].partition(".")
+    return fields["event"], int(seq), json.loads(fields["data"])
 
 
 def view(n):
@@ -74,12 +75,16 @@ def test_resume_from_last_event_id_or_snapshot_when_too_old():
         hub.publish(view(0), {})
         for n in range(1, 20):
             hub.publish(view(n), diff(view(n - 1), view(n)))
-        c = hub.connect("a", last_event_id=str(hub.seq - 3))
+        c = hub.connect("a", last_event_id=f"{hub.epoch}.{hub.seq - 3}")
         s = hub.stream(c)
         got = [parse(await anext(s)) for _ in range(3)]
         assert [g[0] for g in got] == ["delta"] * 3 and got[-1][1] == hub.seq
         await s.aclose()
-        c = hub.connect("a", last_event_id="1")  # older than the ring holds
+        c = hub.connect("a", last_event_id=f"{hub.epoch}.1")  # older than the ring holds
+        s = hub.stream(c)
+        assert parse(await anext(s))[0] == "snapshot"
+        await s.aclose()
+        c = hub.connect("a", last_event_id=f"other.{hub.seq}")  # a previous run's id
         s = hub.stream(c)
         assert parse(await anext(s))[0] == "snapshot"
         await s.aclose()

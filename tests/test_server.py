@@ -90,7 +90,7 @@ async def sse_events(response):
     async for line in response.aiter_lines():
         if line == "":
             if "data" in fields:
-                yield fields["event"], int(fields["id"]), json.loads(fields["data"])
+                yield fields["event"], int(fields["id"].partition(".")[2]), json.loads(fields["data"])
             fields = {}
         elif not line.startswith(":"):
             k, _, v = line.partition(": ")

@@ -41,6 +41,11 @@ def flow(fid, src, dst, dport=443, up=0, down=0):
     )
 
 
+def by_id(st, fid):
+    (rec,) = [r for r in st.flows.values() if r.id == fid]
+    return rec
+
+
 def make():
     clock = Clock()
     st = LiveState(
@@ -55,7 +60,7 @@ def test_flow_gets_device_hostname_and_asked_name_even_when_dns_is_late():
     st, clock, changes = make()
     st.apply(LeaseSnapshot((Lease(0, "02:a5:00:00:00:01", "10.99.1.101", "phone-1", None),)))
     st.apply(FlowEvent(FlowEventKind.NEW, flow(1, "10.99.1.101", "198.18.0.10")))
-    rec = st.flows[1]
+    rec = by_id(st, 1)
     assert rec.device == "02:a5:00:00:00:01" and rec.name is None
     st.apply(DnsQuery(clock.t, 5, "10.99.1.101", "A", "doubleclick.net"))
     st.apply(DnsAnswer(clock.t, 5, "10.99.1.101", DnsAnswerKind.REPLY, "doubleclick.net", "198.18.0.10"))
@@ -74,9 +79,9 @@ def test_local_and_wan_flows_are_ignored():
 def test_provisional_device_moves_to_mac_when_dhcp_ack_arrives():
     st, clock, _ = make()
     st.apply(FlowEvent(FlowEventKind.NEW, flow(1, "10.99.1.150", "198.18.0.10")))
-    assert st.flows[1].device == "ip:10.99.1.150"
+    assert by_id(st, 1).device == "ip:10.99.1.150"
     st.apply(DhcpEvent(clock.t, 1, "DHCPACK", "br0", "10.99.1.150", "02:A5:00:00:00:07", "tv-1"))
-    assert st.flows[1].device == "02:a5:00:00:00:07"
+    assert by_id(st, 1).device == "02:a5:00:00:00:07"
     assert "ip:10.99.1.150" not in st.devices
     assert st.devices["02:a5:00:00:00:07"].hostname == "tv-1"
 
@@ -93,7 +98,7 @@ def test_neighbour_maps_ipv6_address_to_the_device():
         reply=FlowTuple(6, "2001:db8::1", "fd00::1:5", 443, 5555),
     )
     st.apply(FlowEvent(FlowEventKind.NEW, f))
-    assert st.flows[9].device == "02:a5:00:00:00:01"
+    assert by_id(st, 9).device == "02:a5:00:00:00:01"
 
 
 def test_snapshot_ends_missing_flows_and_expiry_removes_them():
@@ -101,11 +106,11 @@ def test_snapshot_ends_missing_flows_and_expiry_removes_them():
     st.apply(FlowEvent(FlowEventKind.NEW, flow(1, "10.99.1.101", "198.18.0.10")))
     st.apply(FlowEvent(FlowEventKind.NEW, flow(2, "10.99.1.101", "198.18.0.11")))
     st.apply(FlowSnapshot([flow(2, "10.99.1.101", "198.18.0.11", up=500, down=9000)], "refresh"))
-    assert not st.flows[1].open and st.flows[2].open
-    assert st.flows[2].bytes == 9500
+    assert not by_id(st, 1).open and by_id(st, 2).open
+    assert by_id(st, 2).bytes == 9500
     clock.t += st.config.flow_hold + 1
     st.expire()
-    assert set(st.flows) == {2}
+    assert {r.id for r in st.flows.values()} == {2}
     assert ChangeKind.FLOW_GONE in [c.kind for c in changes]
 
 
@@ -113,7 +118,16 @@ def test_destroy_keeps_final_counters_then_idle_device_is_forgotten():
     st, clock, _ = make()
     st.apply(FlowEvent(FlowEventKind.NEW, flow(1, "10.99.1.101", "198.18.0.10")))
     st.apply(FlowEvent(FlowEventKind.DESTROY, flow(1, "10.99.1.101", "198.18.0.10", up=100, down=2000)))
-    assert st.flows[1].bytes == 2100 and not st.flows[1].open
+    assert by_id(st, 1).bytes == 2100 and not by_id(st, 1).open
     clock.t += st.config.device_idle + 1
     st.expire()
     assert st.flows == {} and st.devices == {}
+
+
+def test_two_live_entries_with_one_kernel_id_stay_two_flows():
+    st, _, _ = make()
+    st.apply(FlowEvent(FlowEventKind.NEW, flow(7, "10.99.1.101", "198.18.0.10")))
+    st.apply(FlowEvent(FlowEventKind.NEW, flow(7, "10.99.1.102", "198.18.0.11")))
+    assert len(st.flows) == 2
+    st.apply(FlowEvent(FlowEventKind.DESTROY, flow(7, "10.99.1.102", "198.18.0.11")))
+    assert sorted(r.open for r in st.flows.values()) == [False, True]

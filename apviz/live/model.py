@@ -34,12 +34,14 @@ class Device:
 class FlowRecord:
     """One connection of a device, with the name it was attributed to."""
 
+    key: tuple[object, ...]  # Flow.key: the kernel id with the original tuple and zone
     id: int
     device: str  # Device.key
     client: str  # LAN address the flow came from
     proto: int
     dst: str  # the address the device connected to (before any DNAT)
     dport: int
+    sport: int = 0
     name: str | None = None
     name_source: NameSource | None = None
     bytes_up: int = 0

@@ -70,7 +70,7 @@ class LiveState:
         self.clock = clock
         self.names = NameMemory(hold=self.config.name_hold)
         self.devices: dict[str, Device] = {}
-        self.flows: dict[int, FlowRecord] = {}
+        self.flows: dict[tuple[object, ...], FlowRecord] = {}  # by Flow.key
         self.observers: list[Callable[[Change], None]] = []
         self.counts: dict[str, int] = {
             "events": 0,
@@ -80,7 +80,7 @@ class LiveState:
         }
         self._ip_to_mac: dict[str, str] = {}  # from leases and DHCP (authoritative)
         self._neigh_mac: dict[str, str] = {}  # from the neighbour table (fallback)
-        self._pairs: dict[tuple[str, str], set[int]] = {}
+        self._pairs: dict[tuple[str, str], set[tuple[object, ...]]] = {}
         self._lan_cache: dict[str, bool] = {}
 
     # ------------------------------------------------------------------------------ helpers
@@ -169,7 +169,8 @@ class LiveState:
     # ------------------------------------------------------------------------------ flows
 
     def _upsert(self, flow: Flow, now: float) -> FlowRecord | None:
-        rec = self.flows.get(flow.id)
+        key = flow.key
+        rec = self.flows.get(key)
         if rec is None:
             if not self._relevant(flow):
                 self.counts["flows_ignored"] += 1
@@ -177,20 +178,22 @@ class LiveState:
             o = flow.orig
             dev = self._device_for(o.src, now)
             rec = FlowRecord(
+                key=key,
                 id=flow.id,
                 device=dev.key,
                 client=o.src,
                 proto=o.proto,
                 dst=o.dst,
                 dport=o.dport,
+                sport=o.sport,
                 first_seen=now,
                 last_seen=now,
             )
             hit = self.names.lookup(o.src, o.dst, now)
             if hit is not None:
                 rec.name, rec.name_source = hit.name, hit.source
-            self.flows[flow.id] = rec
-            self._pairs.setdefault((o.src, o.dst), set()).add(flow.id)
+            self.flows[key] = rec
+            self._pairs.setdefault((o.src, o.dst), set()).add(key)
             self._update_counters(rec, flow, now)
             dev.last_seen = now
             self._emit(ChangeKind.FLOW_NEW, flow=rec)
@@ -225,20 +228,20 @@ class LiveState:
         self.counts["snapshots"] += 1
         if snap.reason == "resync":
             self.counts["resyncs"] = self.counts.get("resyncs", 0) + 1
-        present = set()
+        present: set[tuple[object, ...]] = set()
         for flow in snap.flows:
-            present.add(flow.id)
+            present.add(flow.key)
             self._upsert(flow, now)
         for rec in list(self.flows.values()):
-            if rec.closed_at is None and rec.id not in present:
+            if rec.closed_at is None and rec.key not in present:
                 self._end(rec, now)
 
     # ------------------------------------------------------------------------------ names
 
     def _apply_answer(self, ans: DnsAnswer) -> None:
         for b in self.names.on_answer(ans):
-            for fid in self._pairs.get((b.client, b.address), ()):
-                rec = self.flows[fid]
+            for key in self._pairs.get((b.client, b.address), ()):
+                rec = self.flows[key]
                 if rec.name_source is not NameSource.ASKED:
                     rec.name, rec.name_source = b.name, NameSource.ASKED
                     self._emit(ChangeKind.FLOW_NAMED, flow=rec)
@@ -302,10 +305,10 @@ class LiveState:
         now = self.clock()
         hold = self.config.flow_hold
         for rec in [r for r in self.flows.values() if r.closed_at is not None and now - r.closed_at >= hold]:
-            del self.flows[rec.id]
+            del self.flows[rec.key]
             pair = self._pairs.get((rec.client, rec.dst))
             if pair is not None:
-                pair.discard(rec.id)
+                pair.discard(rec.key)
                 if not pair:
                     del self._pairs[(rec.client, rec.dst)]
             self._emit(ChangeKind.FLOW_GONE, flow=rec)
@@ -324,8 +327,8 @@ class LiveState:
         if dev is None:
             return
         for rec in [r for r in self.flows.values() if r.device == key]:
-            del self.flows[rec.id]
-            self._pairs.get((rec.client, rec.dst), set()).discard(rec.id)
+            del self.flows[rec.key]
+            self._pairs.get((rec.client, rec.dst), set()).discard(rec.key)
             self._emit(ChangeKind.FLOW_GONE, flow=rec)
         for ip in dev.ips:
             self.names.forget_client(ip)

@@ -5,16 +5,19 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 from typing import Any
 
 from sse_starlette import EventSourceResponse
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from apviz.server.hub import TooManyStreams
 from apviz.server.metrics import make_registry, render
+from apviz.server.static import SecurityHeaders, static_routes
 from apviz.service import Service
 
 HEARTBEAT_SECONDS = 15.0
@@ -39,8 +42,9 @@ class _Stream(EventSourceResponse):
                 await aclose()
 
 
-def create_app(service: Service, manage_service: bool = True) -> Starlette:
-    """The app for one service. With ``manage_service`` the app starts and stops it with its lifespan."""
+def create_app(service: Service, manage_service: bool = True, web_dir: Path | str | None = None) -> Starlette:
+    """The app for one service. With ``manage_service`` the app starts and stops it with its lifespan.
+    ``web_dir`` is the static front-end (default: the repository's ``web/``)."""
     registry = make_registry(service.figures)
 
     async def healthz(request: Request) -> Response:
@@ -94,4 +98,5 @@ def create_app(service: Service, manage_service: bool = True) -> Starlette:
         Route("/events", events),
         Route("/metrics", metrics),
     ]
-    return Starlette(routes=routes, lifespan=lifespan)
+    routes += static_routes(web_dir)
+    return Starlette(routes=routes, lifespan=lifespan, middleware=[Middleware(SecurityHeaders)])

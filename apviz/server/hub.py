@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 from collections import deque
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -19,10 +20,10 @@ from typing import Any
 HEARTBEAT = b": ping\n\n"
 
 
-def encode(event: str, seq: int, payload: Any) -> bytes:
+def encode(event: str, event_id: str, payload: Any) -> bytes:
     """SSE framing for one JSON payload (JSON has no raw newlines, so one ``data:`` line suffices)."""
     data = json.dumps(payload, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
-    return f"id: {seq}\nevent: {event}\ndata: {data}\n\n".encode()
+    return f"id: {event_id}\nevent: {event}\ndata: {data}\n\n".encode()
 
 
 class TooManyStreams(Exception):
@@ -64,6 +65,9 @@ class Hub:
         self.queue_size = queue_size
         self.max_per_address = max_per_address
         self.seq = 0
+        # Event ids are "epoch.seq": after a restart sequence numbers start again, and a browser
+        # resuming with an id of the previous run must get a snapshot, not the new run's deltas.
+        self.epoch = os.urandom(4).hex()
         self.view: dict[str, Any] = {}
         self._snapshot: bytes | None = None
         self._history: deque[tuple[int, bytes]] = deque(maxlen=history)
@@ -80,17 +84,26 @@ class Hub:
             return
         self.seq += 1
         self._snapshot = None
-        message = encode("delta", self.seq, {"seq": self.seq, "base": self.seq - 1, "changes": delta})
+        message = encode(
+            "delta",
+            self._id(),
+            {"epoch": self.epoch, "seq": self.seq, "base": self.seq - 1, "changes": delta},
+        )
         self._history.append((self.seq, message))
         self.stats["published"] += 1
         for client in self.clients:
             if not client.offer(message):
                 self.stats["dropped"] += 1
 
+    def _id(self) -> str:
+        return f"{self.epoch}.{self.seq}"
+
     def snapshot(self) -> bytes:
         """The full view, encoded once per sequence number however many clients ask."""
         if self._snapshot is None:
-            self._snapshot = encode("snapshot", self.seq, {"seq": self.seq, "view": self.view})
+            self._snapshot = encode(
+                "snapshot", self._id(), {"epoch": self.epoch, "seq": self.seq, "view": self.view}
+            )
         return self._snapshot
 
     # -------------------------------------------------------------------------------- clients
@@ -114,8 +127,11 @@ class Hub:
         """Deltas after ``last_event_id`` if the ring still holds all of them, else None."""
         if not last_event_id:
             return None
+        epoch, _, seq = last_event_id.partition(".")
+        if epoch != self.epoch:
+            return None
         try:
-            last = int(last_event_id)
+            last = int(seq)
         except ValueError:
             return None
         if last == self.seq:

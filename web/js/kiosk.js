@@ -1,0 +1,186 @@
+/**
+ * The kiosk page: counters, the sankey and the map, kept live by the event stream.
+ *
+ * Deltas are applied as soon as they arrive (cheap), but drawing waits for the next animation
+ * frame and draws once for however many deltas came in between: a slow screen shows the latest
+ * state a little later instead of queueing work, and a hidden tab draws nothing at all.
+ *
+ * URL options: `?layout=rotate&every=20` shows one view at a time, switching every 20 s
+ * (5..600); `?width=connections` sizes lines by connection counts instead of bytes; `?debug=1`
+ * exposes `window.apviz` (view, timings) for the tests and the render benchmark.
+ */
+
+import { MapView } from "./map.js";
+import { SankeyView } from "./sankey.js";
+import { LiveStream } from "./stream.js";
+import { attribution, formatCount, setText, STRINGS } from "./text.js";
+import { requireVendor } from "./vendor.js";
+
+const params = new URLSearchParams(location.search);
+const layout = params.get("layout") === "rotate" ? "rotate" : "side";
+const every = Math.min(600, Math.max(5, Number(params.get("every")) || 20));
+let metric = params.get("width") === "connections" ? "connections" : "bytes";
+const debug = params.get("debug") === "1";
+
+/** @param {string} id */
+const $ = (id) => /** @type {HTMLElement} */ (document.getElementById(id));
+
+function main() {
+  try {
+    requireVendor("d3", "sankey", "topojson");
+  } catch (err) {
+    setText($("status-text"), String(err.message || err));
+    document.body.classList.add("broken");
+    throw err;
+  }
+  document.body.classList.add(`layout-${layout}`);
+  const sankey = new SankeyView(/** @type {any} */ ($("sankey-svg")), { metric });
+  const map = new MapView(/** @type {any} */ ($("map-svg")), { metric });
+  watchSize($("sankey-box"), (w, h) => sankey.resize(w, h));
+  watchSize($("map-box"), (w, h) => map.resize(w, h));
+
+  const counters = {
+    devices: $("count-devices"),
+    companies: $("count-companies"),
+    countries: $("count-countries"),
+    trackers: $("count-trackers"),
+  };
+  const timings = new Ring(2000);
+  const frames = new Ring(2000);
+
+  /** @type {{view: any, added: Map<string, Set<string>>, applyMs: number, since: number}|null} */
+  let pending = null;
+  let scheduled = false;
+  let first = true;
+
+  function draw() {
+    scheduled = false;
+    if (!pending) return;
+    const { view, added, applyMs, since } = pending;
+    pending = null;
+    const t0 = performance.now();
+    sankey.render(view, added, first);
+    map.render(view, added);
+    first = false;
+    updateCounters(view);
+    setText($("attribution"), attribution(view));
+    setText($("metric-text"), widthText());
+    const t1 = performance.now();
+    timings.push(applyMs + (t1 - t0));
+    // Until the frame that shows it: the time a visitor waits after the data arrived.
+    requestAnimationFrame(() => frames.push(performance.now() - since));
+  }
+
+  /** @param {import("./stream.js").Update} update @param {number} applyMs */
+  function onUpdate(update, applyMs) {
+    if (!pending) pending = { view: update.view, added: new Map(), applyMs: 0, since: performance.now() };
+    pending.view = update.view;
+    pending.applyMs += applyMs;
+    for (const [key, ids] of update.added) {
+      const set = pending.added.get(key) || new Set();
+      for (const id of ids) set.add(id);
+      pending.added.set(key, set);
+    }
+    if (!scheduled) {
+      scheduled = true;
+      requestAnimationFrame(draw);
+    }
+  }
+
+  /** @param {any} view */
+  function updateCounters(view) {
+    const totals = view.totals || {};
+    for (const [key, el] of Object.entries(counters)) {
+      const text = formatCount(totals[key] || 0);
+      if (el.textContent !== text) {
+        el.textContent = text;
+        // Web Animations, not a style attribute: allowed by the page's CSP.
+        el.animate([{ transform: "scale(1.25)" }, { transform: "scale(1)" }], { duration: 600, easing: "ease-out" });
+      }
+    }
+  }
+
+  function widthText() {
+    if (sankey.effective === "connections" && metric === "bytes") return STRINGS.widthConnectionsFallback;
+    return sankey.effective === "bytes" ? STRINGS.widthBytes : STRINGS.widthConnections;
+  }
+
+  const metricButton = $("metric");
+  metricButton.addEventListener("click", () => {
+    metric = metric === "bytes" ? "connections" : "bytes";
+    metricButton.setAttribute("aria-pressed", String(metric === "connections"));
+    sankey.setMetric(metric);
+    map.setMetric(metric);
+    setText($("metric-text"), widthText());
+  });
+  metricButton.setAttribute("aria-pressed", String(metric === "connections"));
+  setText($("metric-text"), widthText());
+
+  const stream = new LiveStream("/events", {
+    onUpdate: (u) => onUpdate(u, u.applyMs || 0),
+    onStatus: (status) => {
+      const pill = $("status");
+      pill.dataset.state = status;
+      document.body.classList.toggle("offline", status !== "live");
+      setText($("status-text"), STRINGS[status] || status);
+    },
+  });
+  stream.start();
+
+  if (layout === "rotate") {
+    const stage = $("stage");
+    stage.dataset.active = "sankey";
+    setInterval(() => {
+      stage.dataset.active = stage.dataset.active === "sankey" ? "map" : "sankey";
+    }, every * 1000);
+  }
+
+  if (debug) {
+    /** @type {any} */ (window).apviz = {
+      stream,
+      view: () => stream.view,
+      timings: () => timings.values(),
+      frames: () => frames.values(),
+      clearTimings: () => {
+        timings.clear();
+        frames.clear();
+      },
+    };
+  }
+}
+
+/**
+ * Calls `fn(width, height)` whenever the element's content box changes (and once at start).
+ * @param {HTMLElement} el
+ * @param {(w: number, h: number) => void} fn
+ */
+function watchSize(el, fn) {
+  const observer = new ResizeObserver((entries) => {
+    for (const entry of entries) fn(entry.contentRect.width, entry.contentRect.height);
+  });
+  observer.observe(el);
+  fn(el.clientWidth, el.clientHeight);
+}
+
+/** A fixed-size buffer of recent numbers, so timing hours of updates costs no memory growth. */
+class Ring {
+  /** @param {number} size */
+  constructor(size) {
+    this.buf = new Float64Array(size);
+    this.n = 0;
+  }
+  /** @param {number} v */
+  push(v) {
+    this.buf[this.n % this.buf.length] = v;
+    this.n += 1;
+  }
+  values() {
+    const count = Math.min(this.n, this.buf.length);
+    return Array.from(this.buf.subarray(0, count));
+  }
+  clear() {
+    this.n = 0;
+  }
+}
+
+main();
