@@ -149,7 +149,7 @@ def build_enricher(section: EnrichSection, gateway: tuple[str, ...] = ()) -> Enr
     if section.geo_db:
         overrides["geo_paths"] = (Path(section.geo_db),)
     if section.asn_db:
-        overrides["asn_mmdb"] = Path(section.asn_db)
+        overrides["asn_mmdb"] = (Path(section.asn_db),)
     if section.asn_csv:
         csv = Path(section.asn_csv)
         overrides["asn_csv"] = tuple(sorted(csv.glob("*.csv"))) if csv.is_dir() else (csv,)

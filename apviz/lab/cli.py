@@ -51,9 +51,12 @@ def add_lab_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--duration", type=float, metavar="SECONDS", help="stop after this long (default: Ctrl-C)")
     g.add_argument(
         "--view",
-        choices=["top", "none"],
+        choices=["top", "serve", "none"],
         default="top",
         help="show the live terminal view on the lab (default: %(default)s when available)",
+    )
+    g.add_argument(
+        "--port", type=int, default=8080, metavar="N", help="port of --view serve (default: %(default)s)"
     )
     d = parser.add_argument_group("lab down")
     d.add_argument("--check", action="store_true", help="only list leftovers; exit 1 if there are any")
@@ -185,6 +188,13 @@ async def _view(lab: Lab, args: argparse.Namespace) -> None:
             raise task.exception()  # type: ignore[misc]
 
 
+async def _serve(lab: Lab, args: argparse.Namespace) -> None:
+    """The web service on this lab, for ``--duration`` seconds or until Ctrl-C."""
+    from apviz.lab.serve import serve_lab
+
+    await serve_lab(lab, port=args.port, duration=args.duration)
+
+
 def _up(args: argparse.Namespace) -> int:
     personas = [p.strip() for p in args.personas.split(",") if p.strip()] if args.personas else None
     _install_signal_handlers()
@@ -207,6 +217,8 @@ def _up(args: argparse.Namespace) -> int:
             print(describe(lab), flush=True)
             if args.view == "top" and getattr(args, "lab_view_available", False):
                 asyncio.run(_view(lab, args))
+            elif args.view == "serve":
+                asyncio.run(_serve(lab, args))
             else:
                 print("press Ctrl-C to stop", flush=True)
                 deadline = time.monotonic() + args.duration if args.duration else None

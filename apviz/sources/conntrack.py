@@ -29,10 +29,9 @@ import time
 from collections.abc import AsyncIterator, Iterator
 from typing import Final
 
-from pyroute2 import netns as pyroute2_netns
-
 from apviz.events import Event, Flow, FlowEvent, FlowEventKind, FlowSnapshot, SourceError
 from apviz.sources.ctdecode import GROUP_DESTROY, GROUP_NEW, GROUP_UPDATE, CtDecoder, dump_request
+from apviz.sources.netns import socket_in
 
 log = logging.getLogger(__name__)
 
@@ -65,41 +64,9 @@ class ConntrackPermissionError(PermissionError):
 def open_socket(netns: str | None = None) -> socket.socket:
     """A NETLINK_NETFILTER socket that belongs to ``netns`` (None: the namespace we run in).
 
-    A socket belongs to the namespace its creator was in when it was made. ``setns`` switches only
-    the calling thread, so a short-lived thread of our own switches (with pyroute2's ``setns``),
-    makes the socket and ends: no other thread, the event loop included, ever changes namespace.
-    pyroute2's ``create_socket`` forks a child instead, and a fork while other threads hold locks
-    (an executor busy dumping) can deadlock the child: measured here, in the burst test.
-    ``flags=0`` keeps pyroute2 from creating a namespace that does not exist: a typo must fail.
+    See :func:`apviz.sources.netns.socket_in` for why a thread, not a fork, enters the namespace.
     """
-    if netns is None:
-        return socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_NETFILTER)
-    made: list[socket.socket] = []
-    failed: list[BaseException] = []
-
-    def in_namespace() -> None:
-        try:
-            pyroute2_netns.setns(netns, flags=0)
-            made.append(socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_NETFILTER))
-        except BaseException as exc:  # handed to the caller's thread below
-            failed.append(exc)
-
-    worker = threading.Thread(target=in_namespace, name=f"apviz-netns-{netns}", daemon=True)
-    worker.start()
-    worker.join()
-    if isinstance(failed[0] if failed else None, FileNotFoundError):
-        raise FileNotFoundError(
-            errno.ENOENT, f"network namespace {netns!r} does not exist (see `ip netns list`)"
-        )
-    if isinstance(failed[0] if failed else None, PermissionError):
-        raise PermissionError(
-            errno.EPERM,
-            f"not permitted to enter network namespace {netns!r}: that needs root or CAP_SYS_ADMIN "
-            "(or run apviz inside the namespace and leave netns unset)",
-        )
-    if failed:
-        raise failed[0]
-    return made[0]
+    return socket_in(netns, socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_NETFILTER)
 
 
 def set_receive_buffer(sock: socket.socket, size: int) -> int:
