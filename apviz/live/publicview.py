@@ -142,6 +142,7 @@ class ViewBuilder:
         cty_acc: dict[str, _Acc] = {}
         rows: list[tuple[str, str, str, FlowRecord, bool]] = []
         org_meta: dict[str, Destination] = {}
+        org_domains: dict[str, dict[str, int]] = {}
         cty_names: dict[str, str] = {}
         places: dict[str, tuple[Destination, _Acc]] = {}
         for rec in state.flows.values():
@@ -150,6 +151,9 @@ class ViewBuilder:
             cty, cty_name = self._country_key(d)
             cty_names[cty] = cty_name
             org_meta.setdefault(d.org, d)
+            if d.domain:
+                doms = org_domains.setdefault(d.org, {})
+                doms[d.domain] = doms.get(d.domain, 0) + rec.bytes + 1
             if tracker and org_meta[d.org].tracker is None:
                 org_meta[d.org] = d
             dev_acc.setdefault(rec.device, _Acc()).add(rec, tracker)
@@ -191,7 +195,14 @@ class ViewBuilder:
                 item["device"] = key
             elif kind == "o":
                 meta = org_meta[key]
-                item.update(label=key, source=meta.org_source, category=meta.category, tracker=meta.tracker)
+                doms = org_domains.get(key, {})
+                item.update(
+                    label=key,
+                    source=meta.org_source,
+                    category=meta.category,
+                    tracker=meta.tracker,
+                    domains=sorted(doms, key=lambda k: (-doms[k], k))[:5],
+                )
             else:
                 item.update(label=cty_names[key], country=key if len(key) == 2 else None)
             item.update(acc.json())
