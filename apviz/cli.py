@@ -15,15 +15,14 @@ from pathlib import Path
 
 from apviz import __version__
 from apviz import config as config_mod
-from apviz.app import DEFAULT_LEASES, SourceOptions, build
+from apviz.app import DEFAULT_LEASES, build, source_options, state_config
 from apviz.config import Config, ConfigError
-from apviz.live.state import DEFAULT_LAN, StateConfig, networks
 
 log = logging.getLogger("apviz")
 
 
-def _add_source_arguments(p: argparse.ArgumentParser, defaults: bool = True) -> None:
-    """Where the facts are. With ``defaults`` False (serve), unset flags leave the config file's value."""
+def _add_source_arguments(p: argparse.ArgumentParser) -> None:
+    """Where the facts are. Flags left unset keep the configuration file's value."""
     g = p.add_argument_group("where the facts are")
     g.add_argument(
         "--netns",
@@ -45,14 +44,12 @@ def _add_source_arguments(p: argparse.ArgumentParser, defaults: bool = True) -> 
     g.add_argument(
         "--journal-since",
         type=float,
-        default=300.0 if defaults else None,
         metavar="SECONDS",
         help="seconds of journal history to read at start (default: 300)",
     )
     g.add_argument(
         "--leases",
         type=Path,
-        default=DEFAULT_LEASES if defaults else None,
         metavar="FILE",
         help=f"dnsmasq leases file (default: {DEFAULT_LEASES})",
     )
@@ -70,23 +67,6 @@ def _add_source_arguments(p: argparse.ArgumentParser, defaults: bool = True) -> 
     )
 
 
-def _source_options(args: argparse.Namespace) -> SourceOptions:
-    return SourceOptions(
-        netns=args.netns,
-        dnsmasq_log=args.dnsmasq_log,
-        journal_dir=args.journal_dir,
-        journal_since=args.journal_since,
-        leases=args.leases,
-    )
-
-
-def _state_config(args: argparse.Namespace) -> StateConfig:
-    return StateConfig(
-        lan=networks(args.lan or DEFAULT_LAN),
-        local_addresses=frozenset(args.local_address or ()),
-    )
-
-
 def _add_top_arguments(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("display")
     g.add_argument("--refresh", type=float, default=0.5, metavar="SECONDS", help="redraw interval")
@@ -94,10 +74,10 @@ def _add_top_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--exit-after", type=float, metavar="SECONDS", help="stop after this many seconds")
 
 
-async def _run_top(opts: SourceOptions, config: StateConfig, args: argparse.Namespace) -> None:
+async def _run_top(cfg: Config, args: argparse.Namespace) -> None:
     from apviz.top import run_top
 
-    state, pipeline = build(opts, config)
+    state, pipeline = build(source_options(cfg), state_config(cfg))
     pipe = asyncio.create_task(pipeline.run())
     ui = asyncio.create_task(
         run_top(state, refresh=args.refresh, plain=args.plain, exit_after=args.exit_after)
@@ -114,17 +94,17 @@ async def _run_top(opts: SourceOptions, config: StateConfig, args: argparse.Name
 
 
 def cmd_top(args: argparse.Namespace) -> int:
-    asyncio.run(_run_top(_source_options(args), _state_config(args), args))
+    asyncio.run(_run_top(_config_from_args(args), args))
     return 0
 
 
-def _serve_config(args: argparse.Namespace) -> Config:
+def _config_from_args(args: argparse.Namespace) -> Config:
     """The TOML file, then the flags given on the command line on top (flags win)."""
-    cfg = config_mod.load(args.config)
+    cfg = config_mod.load(getattr(args, "config", None))
     src, st, srv = cfg.sources, cfg.state, cfg.server
-    if args.listen is not None:
+    if getattr(args, "listen", None) is not None:
         srv.listen = args.listen
-    if args.port is not None:
+    if getattr(args, "port", None) is not None:
         srv.port = args.port
     if args.netns is not None:
         src.netns = args.netns
@@ -140,7 +120,7 @@ def _serve_config(args: argparse.Namespace) -> Config:
         st.lan = list(args.lan)
     if args.local_address:
         st.local_addresses = list(args.local_address)
-    if args.data_dir is not None:
+    if getattr(args, "data_dir", None) is not None:
         cfg.enrich.data_dir = str(args.data_dir)
     return cfg.check()
 
@@ -148,7 +128,7 @@ def _serve_config(args: argparse.Namespace) -> Config:
 def cmd_serve(args: argparse.Namespace) -> int:
     from apviz.server.run import serve
 
-    cfg = _serve_config(args)
+    cfg = _config_from_args(args)
     asyncio.run(serve(cfg))
     return 0
 
@@ -180,6 +160,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="terminal live view: devices -> names -> addresses",
         description="Terminal live view of devices, the names they looked up, and bytes moved.",
     )
+    top.add_argument(
+        "--config", type=Path, metavar="FILE", help=f"configuration file (default: {config_mod.DEFAULT_PATH})"
+    )
     _add_source_arguments(top)
     _add_top_arguments(top)
     top.set_defaults(func=cmd_top)
@@ -195,7 +178,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--listen", metavar="IP", help="address to bind (default from config: 127.0.0.1)")
     serve.add_argument("--port", type=int, metavar="N", help="TCP port (default from config: 8080)")
     serve.add_argument("--data-dir", type=Path, metavar="DIR", help="where the data packages are installed")
-    _add_source_arguments(serve, defaults=False)
+    _add_source_arguments(serve)
     serve.set_defaults(func=cmd_serve)
 
     cfg = sub.add_parser("config", help="check the configuration, or print its reference or an example")

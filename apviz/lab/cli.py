@@ -154,17 +154,12 @@ def describe(lab: Lab) -> str:
 
 async def _view(lab: Lab, args: argparse.Namespace) -> None:
     """The terminal live view on this lab (the same pipeline as ``apviz top``)."""
-    from apviz.app import SourceOptions, build
-    from apviz.live.state import StateConfig, networks
+    from apviz.app import build, source_options, state_config
+    from apviz.lab.serve import lab_config
     from apviz.top import run_top
 
-    opts = SourceOptions(
-        netns=lab.gateway_ns, dnsmasq_log=lab.dnsmasq_log, journal_dir=lab.journal_dir, leases=lab.leases_file
-    )
-    config = StateConfig(
-        lan=networks([lab.lan_cidr]), local_addresses=frozenset({lab.gateway_ip, lab.wan_ip})
-    )
-    state, pipeline = build(opts, config)
+    cfg = lab_config(lab)
+    state, pipeline = build(source_options(cfg), state_config(cfg))
     exit_after = getattr(args, "exit_after", None) or args.duration
     tasks = {
         asyncio.create_task(pipeline.run()),
