@@ -4,7 +4,7 @@
 PY        ?= /usr/bin/python3
 VENV      := .venv
 BIN       := $(VENV)/bin
-APT_PKGS  := nodejs chromium iso-codes dnsmasq-base conntrack busybox nftables iproute2 systemd systemd-journal-remote \
+APT_PKGS  := nodejs chromium iso-codes zbar-tools dnsmasq-base conntrack busybox nftables iproute2 systemd systemd-journal-remote \
              libsystemd-dev pkg-config gcc python3-venv python3-dev
 STAMP_APT := .stamps/apt
 STAMP_PY  := .stamps/venv

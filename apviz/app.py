@@ -21,6 +21,7 @@ from apviz.live.pipeline import NamedSource, Pipeline
 from apviz.live.state import LiveState, StateConfig, networks
 
 if TYPE_CHECKING:
+    from apviz.live.privacy import KnownDomains, Privacy
     from apviz.service import Service
 
 log = logging.getLogger(__name__)
@@ -56,6 +57,7 @@ def build_sources(opts: SourceOptions) -> list[NamedSource]:
             lambda: ConntrackSource(
                 netns=opts.netns, rcvbuf=opts.conntrack_rcvbuf, refresh_interval=opts.conntrack_refresh
             ),
+            must_deliver=True,  # its first dump is what "ready" means
         )
     ]
     parser = DnsmasqLogParser()
@@ -192,6 +194,32 @@ def state_config(cfg: Config) -> StateConfig:
         flow_hold=st.flow_hold,
         device_idle=st.device_idle,
         name_hold=st.name_hold,
+        forget_after=cfg.exhibit.forget_after,
+    )
+
+
+def known_domains(enricher: Enricher, extra: str = "") -> KnownDomains:
+    """Domains that may be shown by name in exhibit mode: the shipped list (plus ``extra``), the
+    company overlay's domains, and domains a blocklist lists exactly (never by a parent rule:
+    under a public suffix the registrable domain is whatever a visitor registered)."""
+    from apviz.live.privacy import KnownDomains, load_domain_list
+
+    listed = set(load_domain_list(Path(extra))) if extra else set()
+    overlay = enricher.companies.domains
+
+    def blocklisted(domain: str) -> bool:
+        match = enricher.trackers.lookup(domain)
+        return match is not None and match.rule_domain == domain
+
+    return KnownDomains.shipped(also=(overlay.__contains__, blocklisted)).with_domains(listed)
+
+
+def build_privacy(cfg: Config, enricher: Enricher) -> Privacy:
+    from apviz.live.privacy import Privacy
+
+    ex = cfg.exhibit
+    return Privacy(
+        ex.mode, known_domains(enricher, ex.known_domains), lang=ex.language, forget_after=ex.forget_after
     )
 
 
@@ -215,8 +243,11 @@ def build_service(cfg: Config, enricher: Enricher | None = None) -> Service:
             gateway_label=v.gateway_label,
         ),
         enricher_describe(enricher),
+        build_privacy(cfg, enricher),
     )
     hub = Hub(queue_size=cfg.server.client_queue, max_per_address=cfg.server.max_streams_per_address)
     opts = source_options(cfg)
     sources = build_sources(opts)
-    return Service(state, sources, builder, hub, tick_hz=cfg.server.tick_hz, counters=opts.counters)
+    service = Service(state, sources, builder, hub, tick_hz=cfg.server.tick_hz, counters=opts.counters)
+    service.config = cfg
+    return service

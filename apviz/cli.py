@@ -13,10 +13,11 @@ import logging
 import sys
 from pathlib import Path
 
-from apviz import __version__
+from apviz import __version__, errors
 from apviz import config as config_mod
 from apviz.app import DEFAULT_LEASES, build, source_options, state_config
 from apviz.config import Config, ConfigError
+from apviz.logsetup import setup_logging
 
 log = logging.getLogger("apviz")
 
@@ -187,6 +188,14 @@ def build_parser() -> argparse.ArgumentParser:
     cfg.add_argument("--example", action="store_true", help="print a complete example file")
     cfg.set_defaults(func=cmd_config)
 
+    from apviz.doctor import add_doctor_parser
+
+    add_doctor_parser(sub)  # the same configuration and flags as serve
+
+    from apviz.operator_cli import add_operator_parser
+
+    add_operator_parser(sub)  # apviz operator hash-password
+
     from apviz.lab.cli import add_lab_parser
 
     add_lab_parser(sub, _add_top_arguments)
@@ -196,13 +205,19 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    setup_logging(args.log_level)  # the journal with structured fields under systemd, else stderr
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
         return 130
     except PermissionError as exc:
-        print(f"apviz: {exc}", file=sys.stderr)
+        print(f"apviz: {errors.message(exc)}", file=sys.stderr)
+        return 2
+    except BaseExceptionGroup as group:  # a source's error, wrapped by the task groups that ran it
+        leaf = errors.user_error(group)
+        if leaf is None:
+            raise
+        print(f"apviz: {errors.message(leaf)}", file=sys.stderr)
         return 2
     except (ConfigError, ValueError) as exc:
         print(f"apviz: {exc}", file=sys.stderr)

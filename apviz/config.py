@@ -144,12 +144,65 @@ class EnrichConfig:
 
 
 @dataclass
+class ExhibitConfig:
+    mode: str = _key(
+        "'exhibit' or 'classroom': devices get pseudonyms and only well-known domains are shown; "
+        "'home': real device names and every domain.",
+        "exhibit",
+    )
+    language: str = _key("Language of the kiosk and the pseudonyms: 'en' or 'de'.", "en")
+    forget_after: float = _key(
+        "Seconds without traffic after which everything about a device is forgotten, even while its "
+        "DHCP lease runs on.",
+        600.0,
+    )
+    known_domains: str = _key(
+        "Extra list of domains that may be shown by name (one per line); the shipped "
+        "data/known-domains.txt always applies.",
+        "",
+    )
+    ssid: str = _key("Name of the visitors' Wi-Fi, shown on the kiosk's join card; empty: no card.", "")
+    wifi_password: str = _key("Password of the visitors' Wi-Fi, put in the join QR code; empty: open.", "")
+    phone_url: str = _key("Address of the phone page for the second QR code, e.g. http://apviz.lan/me.", "")
+
+    def check(self) -> None:
+        if self.mode not in ("exhibit", "classroom", "home"):
+            raise ConfigError(f"exhibit.mode must be 'exhibit', 'classroom' or 'home', got {self.mode!r}")
+        if self.language not in ("en", "de"):
+            raise ConfigError(f"exhibit.language must be 'en' or 'de', got {self.language!r}")
+        _range("exhibit.forget_after", self.forget_after, 10, 86400 * 7)
+        if len(self.ssid.encode()) > 32:
+            raise ConfigError(f"exhibit.ssid is longer than 32 bytes: {self.ssid!r}")
+        if self.wifi_password and not 8 <= len(self.wifi_password) <= 63:
+            raise ConfigError("exhibit.wifi_password must be 8 to 63 characters (WPA) or empty")
+        if self.phone_url and not self.phone_url.startswith(("http://", "https://")):
+            raise ConfigError(f"exhibit.phone_url must start with http:// or https://: {self.phone_url!r}")
+
+
+@dataclass
+class OperatorConfig:
+    password_hash: str = _key(
+        "Hash of the operator console's password, made by `apviz operator hash-password`; empty: the "
+        "console is off.",
+        "",
+    )
+    session_minutes: float = _key("Minutes an operator login lasts.", 480.0)
+
+    def check(self) -> None:
+        if self.password_hash and not self.password_hash.startswith("scrypt$"):
+            raise ConfigError("operator.password_hash must come from `apviz operator hash-password`")
+        _range("operator.session_minutes", self.session_minutes, 1, 7 * 24 * 60)
+
+
+@dataclass
 class Config:
     server: ServerConfig = field(default_factory=ServerConfig)
     sources: SourcesConfig = field(default_factory=SourcesConfig)
     state: StateConfigSection = field(default_factory=StateConfigSection)
     view: ViewConfig = field(default_factory=ViewConfig)
     enrich: EnrichConfig = field(default_factory=EnrichConfig)
+    exhibit: ExhibitConfig = field(default_factory=ExhibitConfig)
+    operator: OperatorConfig = field(default_factory=OperatorConfig)
 
     def check(self) -> Config:
         for section in dataclasses.fields(self):

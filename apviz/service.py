@@ -3,6 +3,11 @@
 The pipeline applies events; a tick (at most ``tick_hz`` times a second) rebuilds the public view
 when something changed, diffs it against the last one and publishes the delta to the hub. Views
 are therefore never patched in place and a burst of events costs one rebuild, not one per event.
+
+The tick is not a fixed clock: a change after a quiet spell is published ``settle`` seconds later
+(enough for the rest of its burst, e.g. the DNS name behind a new connection, to land in the same
+view), and only busy periods wait for the ``1 / tick_hz`` spacing. A fixed 4 Hz clock made a
+visitor's first connection wait anything up to 250 ms before the screen could show it.
 """
 
 from __future__ import annotations
@@ -12,13 +17,16 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from apviz.live.diff import diff
 from apviz.live.pipeline import NamedSource, Pipeline
 from apviz.live.publicview import ViewBuilder
 from apviz.live.state import LiveState
 from apviz.server.hub import Hub
+
+if TYPE_CHECKING:
+    from apviz.config import Config
 
 log = logging.getLogger(__name__)
 
@@ -32,28 +40,43 @@ class Service:
         hub: Hub,
         tick_hz: float = 4.0,
         counters: list[Callable[[], dict[str, int]]] | None = None,
+        settle: float = 0.02,
     ) -> None:
         if not 0 < tick_hz <= 4:
             raise ValueError(f"tick rate must be within (0, 4] per second, got {tick_hz!r}")
+        if not 0 <= settle <= 1 / tick_hz:
+            raise ValueError(f"settle must be within [0, 1/tick_hz] seconds, got {settle!r}")
         self.state = state
         self.pipeline = Pipeline(state, sources)
         self.builder = builder
         self.hub = hub
         self.tick = 1.0 / tick_hz
+        self.settle = settle
+        self._wake = asyncio.Event()
+        self._revision = -1
         self.counters = counters or []
         self._dirty = True
         self._eps = 0.0
         self.started = time.time()
+        # The checked configuration, set by apviz.app.build_service: the exhibit's routes (operator
+        # console, join card) read [exhibit] and [operator] from it. None: those routes stay off.
+        self.config: Config | None = None
         state.observers.append(self._on_change)
         self.pipeline.after_apply.append(self._mark)
         self._task: asyncio.Task[None] | None = None
 
     def _on_change(self, _change: object) -> None:
         self._dirty = True
+        self._wake.set()
 
     def _mark(self) -> None:
-        # Counter refreshes change bytes without a Change; any applied batch may alter the view.
-        self._dirty = True
+        # Counter refreshes change bytes without a Change, so a batch that moved the state's revision
+        # may alter the view. A batch of DNS lines alone does not: rebuilding for it would spend the
+        # tick's budget just before the connection that usually follows a lookup.
+        if self.state.revision != self._revision:
+            self._revision = self.state.revision
+            self._dirty = True
+            self._wake.set()
 
     def publish_now(self) -> None:
         """Rebuild the view and publish its delta (the tick calls this; tests may too)."""
@@ -66,16 +89,27 @@ class Service:
         self.hub.publish(view, delta)
 
     async def _ticker(self) -> None:
+        """Publish soon after the first change, then at most once per ``tick`` while changes go on."""
+        loop = asyncio.get_running_loop()
         last_events = self.state.counts["events"]
-        last = time.monotonic()
+        last = loop.time()
+        last_build = -self.tick
         while True:
-            await asyncio.sleep(self.tick)
-            now = time.monotonic()
-            events = self.state.counts["events"]
-            self._eps = (events - last_events) / max(now - last, 1e-6)
-            last_events, last = events, now
+            with contextlib.suppress(TimeoutError):
+                # The timeout only keeps the events-per-second figure fresh while all is quiet.
+                await asyncio.wait_for(self._wake.wait(), self.tick)
+            self._wake.clear()
+            now = loop.time()
+            if self._dirty:
+                await asyncio.sleep(max(last_build + self.tick, now + self.settle) - now)
+            now = loop.time()
+            if now - last >= self.tick:
+                events = self.state.counts["events"]
+                self._eps = (events - last_events) / (now - last)
+                last_events, last = events, now
             if self._dirty:
                 self._dirty = False
+                last_build = now
                 try:
                     self.publish_now()
                 except Exception:
@@ -90,12 +124,20 @@ class Service:
     async def start(self) -> None:
         self._task = asyncio.create_task(self.run(), name="apviz-service")
 
+    @property
+    def task(self) -> asyncio.Task[None] | None:
+        """The running service task (``apviz.server.notify`` watches it to stop a server whose
+        service died)."""
+        return self._task
+
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
+        task, self._task = self._task, None
+        # A task that already failed is left for whoever watches it to report; re-raising here, in
+        # the server's lifespan shutdown, would only print the same error again as a traceback.
+        if task is not None and not task.done():
+            task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+                await task
 
     def figures(self) -> dict[str, Any]:
         """Everything /metrics and /healthz report, read at request time."""

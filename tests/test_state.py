@@ -131,3 +131,12 @@ def test_two_live_entries_with_one_kernel_id_stay_two_flows():
     assert len(st.flows) == 2
     st.apply(FlowEvent(FlowEventKind.DESTROY, flow(7, "10.99.1.102", "198.18.0.11")))
     assert sorted(r.open for r in st.flows.values()) == [False, True]
+
+
+def test_time_wait_in_a_refresh_dump_ends_the_flow():
+    st, _, _ = make()
+    st.apply(FlowEvent(FlowEventKind.NEW, flow(3, "10.99.1.101", "198.18.0.10")))
+    done = flow(3, "10.99.1.101", "198.18.0.10", up=10, down=20)
+    done.tcp_state = "TIME_WAIT"
+    st.apply(FlowSnapshot([done], "refresh"))
+    assert not by_id(st, 3).open and by_id(st, 3).bytes == 30

@@ -26,7 +26,14 @@ import pytest
 from apviz.live.diff import apply, diff
 from apviz.server.static import VENDOR
 from tests.browser import chromium
-from tests.browser.fakefeed import HOSTILE_IMG, HOSTILE_SCRIPT, FakeWorld, free_port, running
+from tests.browser.fakefeed import (
+    HOSTILE_IMG,
+    HOSTILE_SCRIPT,
+    LOOPBACK_PHONE,
+    FakeWorld,
+    free_port,
+    running,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 WEB = ROOT / "web"
@@ -193,7 +200,7 @@ def test_map_draws_points_arcs_and_countries():
 def test_hostile_names_are_shown_as_text():
     async def main():
         world = FakeWorld(destinations=10)
-        phone, events = world.add_phone(HOSTILE_IMG)
+        phone, events = world.add_phone(HOSTILE_IMG, ip=LOOPBACK_PHONE)  # the browser is this phone
         events += world.connect(phone, world.places[0], name=HOSTILE_SCRIPT)
         events += world.connect(phone, world.places[1], name=HOSTILE_IMG)
         other, evs = world.add_phone(HOSTILE_SCRIPT)
@@ -212,13 +219,11 @@ def test_hostile_names_are_shown_as_text():
             assert await page.evaluate("typeof window.__pwned") == "undefined"
 
             # The phone page shows the same names, whole, as text.
-            view = run.service.hub.view
-            dev_id = next(d for d, item in view["devices"].items() if item["label"] == HOSTILE_IMG)
             await page.set_viewport_size({"width": 390, "height": 844})
-            await page.goto(f"{run.url}/me?device={dev_id}")
+            await page.goto(f"{run.url}/me")
             await wait_js(page, "!document.getElementById('summary').hidden")
             assert await page.text_content("#device-label") == HOSTILE_IMG
-            rows = " ".join(await texts(page, "#destinations .name"))
+            rows = " ".join(await texts(page, "#companies .name"))
             assert HOSTILE_SCRIPT in rows and HOSTILE_IMG in rows
             assert await page.evaluate("document.querySelectorAll('img').length") == 0
             await page.wait_for_timeout(300)
@@ -234,15 +239,16 @@ def test_hostile_names_are_shown_as_text():
 @needs_browser
 def test_pages_make_no_request_to_another_host():
     async def main():
-        world, events = populated_world()
+        world = FakeWorld(destinations=30)
+        _, events = world.add_phone(ip=LOOPBACK_PHONE)  # the browser is this phone for /me
+        events += world.populate(4, 6)
         async with running(world) as run, browser_page() as page:
             run.feed.push(events)
             await run.settle()
             await open_kiosk(page, run.url, query="?layout=rotate&every=5")
             await page.wait_for_timeout(1500)
-            dev_id = next(iter(run.service.hub.view["devices"]))
             await page.set_viewport_size({"width": 390, "height": 844})
-            await page.goto(f"{run.url}/me?device={dev_id}")
+            await page.goto(f"{run.url}/me")
             await wait_js(page, "!document.getElementById('summary').hidden")
             ARTIFACTS.mkdir(exist_ok=True)
             await page.screenshot(path=str(ARTIFACTS / "me.png"))
@@ -466,3 +472,58 @@ def test_iso_table_matches_the_iso_list():
     table = source.split("const TABLE =", 1)[1].split(";", 1)[0]
     mine = dict(re.findall(r"\b([A-Z]{2})(\d{3})\b", table))
     assert mine == ref
+
+
+def test_api_me_shows_the_asking_device_only():
+    """/api/me and /api/devices/{id} answer by the request's address: loopback is one fake phone."""
+
+    async def sse(response):
+        fields = {}
+        async for line in response.aiter_lines():
+            if line == "":
+                if "data" in fields:
+                    yield fields["event"], json.loads(fields["data"])
+                fields = {}
+            elif not line.startswith(":"):
+                k, _, v = line.partition(": ")
+                fields[k] = v
+
+    async def main():
+        world = FakeWorld(destinations=12)
+        async with running(world) as run, httpx.AsyncClient(base_url=run.url, timeout=10) as http:
+            r = await http.get("/api/me")
+            assert r.status_code == 404 and "Wi-Fi" in r.json()["error"]
+            assert (await http.get("/api/me/events")).status_code == 404
+            me, events = world.add_phone("my-phone", ip=LOOPBACK_PHONE)
+            other, evs = world.add_phone("their-phone")
+            events += evs + world.connect(me, world.places[0]) + world.connect(other, world.places[5])
+            run.feed.push(events)
+            await run.settle()
+            devices = {d["label"]: d["id"] for d in run.service.hub.view["devices"].values()}
+            mine = (await http.get("/api/me")).json()
+            assert mine["id"] == devices["my-phone"] and mine["label"] == "my-phone"
+            assert [d["name"] for d in mine["destinations"]] == [world.places[0].name]
+            assert (await http.get(f"/api/devices/{devices['my-phone']}")).json() == mine
+            for other_id in (devices["their-phone"], "nope"):
+                r = await http.get(f"/api/devices/{other_id}")
+                assert r.status_code == 403 and "own phone" in r.json()["error"]
+                assert "their-phone" not in r.text and world.places[5].name not in r.text
+
+            async with http.stream("GET", "/api/me/events") as resp:
+                assert resp.headers["content-type"].startswith("text/event-stream")
+                stream = sse(resp)
+                kind, first = await anext(stream)
+                assert kind == "detail" and first["label"] == "my-phone" and first["connections"] == 1
+                run.feed.push(world.connect(other, world.places[6]) + world.connect(me, world.places[1]))
+                await run.settle()
+                kind, second = await anext(stream)
+                assert kind == "detail" and second["connections"] == 2
+                assert "their-phone" not in json.dumps(second)
+                assert world.places[6].name not in json.dumps(second)
+                run.service.state.forget_device(me.mac)
+                await run.settle()
+                kind, gone = await anext(stream)
+                assert kind == "gone" and "left" in gone["error"]
+            assert (await http.get("/api/me")).status_code == 404
+
+    asyncio.run(main())

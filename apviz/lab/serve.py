@@ -42,6 +42,9 @@ def lab_config(lab: Lab, port: int = DEFAULT_PORT, **sections: dict[str, object]
         "state": {"lan": [lab.lan_cidr], "local_addresses": [lab.gateway_ip, lab.wan_ip]},
         "view": {"gateway_label": "The lab"},
         "enrich": {"geo_db": mmdb, "asn_db": mmdb},
+        # The lab's phones are simulated: their hostnames are no one's, and showing them lets the lab
+        # tests follow each phone. A lab run can still ask for {"exhibit": {"mode": "exhibit"}}.
+        "exhibit": {"mode": "home"},
     }
     for name, values in sections.items():
         data.setdefault(name, {}).update(values)

@@ -26,6 +26,9 @@ class NamedSource:
     name: str
     factory: Callable[[], AsyncIterable[Event]]
     restart: bool = True
+    # Ready only once it delivered an event (conntrack's first dump). Quiet sources (a log nobody
+    # writes to on an empty network) count as ready once they are open and waiting.
+    must_deliver: bool = False
 
 
 class Pipeline:
@@ -44,19 +47,33 @@ class Pipeline:
         self.queue: asyncio.Queue[Event] = asyncio.Queue(maxsize=queue_size)
         self.expire_interval = expire_interval
         self.max_backoff = max_backoff
-        self.ready = asyncio.Event()  # set once every source delivered its first event or failed
+        # Set once every source is open: those with ``must_deliver`` after their first event, the
+        # others after their first read did not fail at once (a quiet log may stay silent for hours).
+        self.ready = asyncio.Event()
         self.after_apply: list[Callable[[], None]] = []
         self._started: set[str] = set()
 
+    def _started_ok(self, name: str) -> None:
+        if name not in self._started:
+            self._started.add(name)
+            if len(self._started) == len(self.sources):
+                self.ready.set()
+
+    def _ready_if_alive(self, name: str, ended: asyncio.Event) -> None:
+        if not ended.is_set():
+            self._started_ok(name)
+
     async def _pump(self, src: NamedSource) -> None:
         backoff = 0.5
+        loop = asyncio.get_running_loop()
         while True:
+            ended = asyncio.Event()  # this attempt failed or ended
+            if not src.must_deliver:
+                # Open and still running a moment later: as ready as a quiet source gets.
+                loop.call_later(0.5, self._ready_if_alive, src.name, ended)
             try:
                 async for event in src.factory():
-                    if src.name not in self._started:
-                        self._started.add(src.name)
-                        if len(self._started) == len(self.sources):
-                            self.ready.set()
+                    self._started_ok(src.name)
                     await self.queue.put(event)
                     backoff = 0.5
                 if not src.restart:
@@ -71,6 +88,7 @@ class Pipeline:
                     raise
                 msg = f"failed: {exc}"
                 log.warning("source %s %s; retrying in %.1f s", src.name, msg, backoff, exc_info=True)
+            ended.set()
             await self.queue.put(SourceError(src.name, f"source {msg}"))
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, self.max_backoff)

@@ -5,7 +5,9 @@ Every section is keyed by a stable id so the browser can animate items instead o
 the sankey keeps the N biggest items per column and folds the rest into an "other" node so it
 stays readable with fifty devices.
 
-Device ids are salted hashes: the public view never carries a MAC or an address.
+Device ids are salted hashes: the public view never carries a MAC or an address. What else it
+may show (hostnames or pseudonyms, which domains) is decided by :mod:`apviz.live.privacy`, applied
+here before anything is counted, so no id, label or list can carry a visitor's words.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from typing import Any
 
 from apviz.live.destinations import Describe, Destination, plain_describe
 from apviz.live.model import Device, FlowRecord
+from apviz.live.privacy import Privacy
 from apviz.live.state import LiveState
 
 OTHER = "*"
@@ -87,9 +90,17 @@ def _rank(acc: dict[str, _Acc], n: int) -> set[str]:
 class ViewBuilder:
     """Turns the live state into the public view dictionaries."""
 
-    def __init__(self, options: ViewOptions | None = None, describe: Describe = plain_describe) -> None:
+    def __init__(
+        self,
+        options: ViewOptions | None = None,
+        describe: Describe = plain_describe,
+        privacy: Privacy | None = None,
+    ) -> None:
         self.options = options or ViewOptions()
         self._describe = describe
+        # Private (exhibit mode) unless the caller says otherwise: the safe default.
+        self.privacy = privacy if privacy is not None else Privacy()
+        self._frozen: dict[str, Any] | None = None
         self._cache: OrderedDict[tuple[str | None, str], Destination] = OrderedDict()
         self._ids: dict[str, str] = {}
 
@@ -119,11 +130,20 @@ class ViewBuilder:
             self._ids[key] = hit
         return hit
 
-    @staticmethod
-    def device_label(dev: Device | None) -> str:
+    def device_label(self, dev: Device | None) -> str:
+        """A hostname in home mode, else the device's pseudonym (never a visitor's own words)."""
         if dev is None:
             return "unknown device"
-        return dev.hostname or "device"
+        return self.privacy.device_label(dev.key, dev.hostname, self.device_id(dev.key))
+
+    def public(self, name: str | None, address: str) -> Destination:
+        """The description the public view may show (see :mod:`apviz.live.privacy`)."""
+        return self.privacy.destination(self.describe(name, address))
+
+    def refreeze(self) -> None:
+        """Retake a paused screen's picture at the next build (after a forget, hide or reset: a
+        frozen screen must not keep showing someone who asked to be forgotten)."""
+        self._frozen = None
 
     @staticmethod
     def _country_key(d: Destination) -> tuple[str, str]:
@@ -136,7 +156,17 @@ class ViewBuilder:
     # ---------------------------------------------------------------------------- the view
 
     def build(self, state: LiveState) -> dict[str, Any]:
+        privacy = self.privacy
+        privacy.sweep(state.devices)
+        if privacy.paused and self._frozen is not None:
+            return {**self._frozen, "time": round(time.time(), 3), "screen": privacy.screen()}
+        view = self._build(state)
+        self._frozen = view if privacy.paused else None
+        return view
+
+    def _build(self, state: LiveState) -> dict[str, Any]:
         opts = self.options
+        privacy = self.privacy
         dev_acc: dict[str, _Acc] = {}
         org_acc: dict[str, _Acc] = {}
         cty_acc: dict[str, _Acc] = {}
@@ -146,7 +176,9 @@ class ViewBuilder:
         cty_names: dict[str, str] = {}
         places: dict[str, tuple[Destination, _Acc]] = {}
         for rec in state.flows.values():
-            d = self.describe(rec.name, rec.dst)
+            if privacy.hidden(rec.device):
+                continue
+            d = self.public(rec.name, rec.dst)
             tracker = d.tracker is not None
             cty, cty_name = self._country_key(d)
             cty_names[cty] = cty_name
@@ -217,6 +249,8 @@ class ViewBuilder:
             pid = self.device_id(key)
             devices[pid] = {"id": pid, "label": self.device_label(state.devices.get(key)), **acc.json()}
         for key, dev in state.devices.items():  # devices that joined but have no flows yet
+            if privacy.hidden(key):
+                continue
             pid = self.device_id(key)
             devices.setdefault(pid, {"id": pid, "label": self.device_label(dev), **_Acc().json()})
 
@@ -254,10 +288,11 @@ class ViewBuilder:
         return {
             "time": round(time.time(), 3),
             "gateway": {"lat": opts.gateway_lat, "lon": opts.gateway_lon, "label": opts.gateway_label},
+            "screen": privacy.screen(),
             "totals": {
-                "devices": len(state.devices),
-                "flows_open": sum(1 for r in state.flows.values() if r.open),
-                "connections": len(state.flows),
+                "devices": len(devices),
+                "flows_open": sum(a.open for a in dev_acc.values()),
+                "connections": sum(a.connections for a in dev_acc.values()),
                 "bytes": sum(a.bytes for a in dev_acc.values()),
                 "companies": len(org_acc),
                 "countries": len(countries),

@@ -32,6 +32,10 @@ log = logging.getLogger(__name__)
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
+# TCP states after both sides closed: the kernel keeps such entries (TIME_WAIT for 120 s) but
+# the connection is over, so the screen should let it go after the usual hold.
+CLOSED_TCP = frozenset({"TIME_WAIT", "CLOSE", "LAST_ACK"})
+
 DEFAULT_LAN = ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "fc00::/7", "fe80::/10")
 
 
@@ -55,10 +59,13 @@ class StateConfig:
     flow_hold: float = 30.0  # seconds an ended flow stays visible
     device_idle: float = 600.0  # seconds without traffic (and no lease) before a device is forgotten
     name_hold: float = 1800.0  # seconds a DNS answer is credited to flows
+    # Seconds without traffic after which a device is forgotten even though its DHCP lease runs on
+    # (leases last hours; a visitor who left must not stay in memory that long). None: wait for it.
+    forget_after: float | None = None
 
     def __post_init__(self) -> None:
-        for key in ("flow_hold", "device_idle", "name_hold"):
-            if getattr(self, key) < 0:
+        for key in ("flow_hold", "device_idle", "name_hold", "forget_after"):
+            if (getattr(self, key) or 0) < 0:
                 raise ValueError(f"{key} must not be negative, got {getattr(self, key)!r}")
 
 
@@ -82,6 +89,10 @@ class LiveState:
         self._neigh_mac: dict[str, str] = {}  # from the neighbour table (fallback)
         self._pairs: dict[tuple[str, str], set[tuple[object, ...]]] = {}
         self._lan_cache: dict[str, bool] = {}
+        # Bumped by every event that may alter what a view shows without a Change (byte counters,
+        # leases). DNS lines do not bump it: a name alters a view only through FLOW_NAMED. The
+        # service rebuilds views on a revision or a Change, so a phone's DNS chatter costs nothing.
+        self.revision = 0
 
     # ------------------------------------------------------------------------------ helpers
 
@@ -221,7 +232,7 @@ class LiveState:
 
     def _apply_flow_event(self, ev: FlowEvent, now: float) -> None:
         rec = self._upsert(ev.flow, now)
-        if rec is not None and ev.kind is FlowEventKind.DESTROY:
+        if rec is not None and (ev.kind is FlowEventKind.DESTROY or ev.flow.tcp_state in CLOSED_TCP):
             self._end(rec, now)
 
     def _apply_snapshot(self, snap: FlowSnapshot, now: float) -> None:
@@ -231,7 +242,9 @@ class LiveState:
         present: set[tuple[object, ...]] = set()
         for flow in snap.flows:
             present.add(flow.key)
-            self._upsert(flow, now)
+            rec = self._upsert(flow, now)
+            if rec is not None and flow.tcp_state in CLOSED_TCP:
+                self._end(rec, now)  # the kernel keeps it ~2 min in TIME_WAIT; the visitor's is over
         for rec in list(self.flows.values()):
             if rec.closed_at is None and rec.key not in present:
                 self._end(rec, now)
@@ -276,6 +289,8 @@ class LiveState:
         """Apply one source event. Unknown event types are ignored (sources may grow)."""
         now = self.clock()
         self.counts["events"] += 1
+        if not isinstance(event, DnsQuery | DnsAnswer):
+            self.revision += 1
         match event:
             case FlowEvent():
                 self._apply_flow_event(event, now)
@@ -315,10 +330,15 @@ class LiveState:
         busy = {r.device for r in self.flows.values() if r.closed_at is None}
         wall = time.time()
         for dev in list(self.devices.values()):
-            if dev.key in busy or now - dev.last_seen < self.config.device_idle:
+            if dev.key in busy:
                 continue
-            if dev.lease_expiry is not None and (dev.lease_expiry == 0 or dev.lease_expiry > wall):
-                continue
+            idle = now - dev.last_seen
+            after = self.config.forget_after
+            if after is None or idle < after:
+                if idle < self.config.device_idle:
+                    continue
+                if dev.lease_expiry is not None and (dev.lease_expiry == 0 or dev.lease_expiry > wall):
+                    continue
             self.forget_device(dev.key)
 
     def forget_device(self, key: str) -> None:

@@ -15,7 +15,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from apviz.server.exhibit import exhibit_routes
 from apviz.server.hub import TooManyStreams
+from apviz.server.me import me_routes
 from apviz.server.metrics import make_registry, render
 from apviz.server.static import SecurityHeaders, static_routes
 from apviz.service import Service
@@ -55,12 +57,6 @@ def create_app(service: Service, manage_service: bool = True, web_dir: Path | st
     async def state(request: Request) -> Response:
         return JSONResponse({"seq": service.hub.seq, "view": service.hub.view})
 
-    async def device(request: Request) -> Response:
-        detail = service.builder.device_detail(service.state, request.path_params["device_id"])
-        if detail is None:
-            return JSONResponse({"error": "no such device (it may have left)"}, status_code=404)
-        return JSONResponse(detail)
-
     async def events(request: Request) -> Response:
         address = request.client.host if request.client else "unknown"
         try:
@@ -94,9 +90,10 @@ def create_app(service: Service, manage_service: bool = True, web_dir: Path | st
     routes = [
         Route("/healthz", healthz),
         Route("/api/state", state),
-        Route("/api/devices/{device_id}", device),
+        *me_routes(service, HEARTBEAT_SECONDS),  # /api/me, /api/me/events, /api/devices/{id}
         Route("/events", events),
         Route("/metrics", metrics),
     ]
+    routes += exhibit_routes(service, web_dir)  # /api/me/forget, /operator, /api/operator/*, join card
     routes += static_routes(web_dir)
     return Starlette(routes=routes, lifespan=lifespan, middleware=[Middleware(SecurityHeaders)])

@@ -9,6 +9,7 @@ import uvicorn
 from apviz.app import build_service
 from apviz.config import Config
 from apviz.server.app import create_app
+from apviz.server.notify import supervise
 
 log = logging.getLogger(__name__)
 
@@ -31,4 +32,4 @@ async def serve(cfg: Config) -> None:
             h11_max_incomplete_event_size=16 * 1024,
         )
     )
-    await server.serve()
+    await supervise(server, service)  # sd_notify READY/WATCHDOG; a failed service stops the server

@@ -52,8 +52,10 @@ class ConntrackPermissionError(PermissionError):
         where = f"network namespace {netns!r}" if netns else "this network namespace"
         super().__init__(
             errno.EPERM,
-            f"not permitted to {what} in {where}: run apviz as root or grant it CAP_NET_ADMIN "
-            "(systemd: AmbientCapabilities=CAP_NET_ADMIN)",
+            f"not permitted to {what} in {where}: apviz needs CAP_NET_ADMIN. Run it as root, or "
+            "grant the capability: under systemd AmbientCapabilities=CAP_NET_ADMIN (systemd/apviz.service "
+            "does), by hand `setpriv --inh-caps +net_admin --ambient-caps +net_admin ...`, or `setcap "
+            "cap_net_admin+ep` on an interpreter only apviz uses. `apviz doctor` checks the set-up.",
         )
 
 

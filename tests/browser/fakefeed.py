@@ -8,8 +8,9 @@ Used by the browser tests, by ``bench/render.py``, and by hand as a demo::
 
     .venv/bin/python -m tests.browser.fakefeed --devices 8 --destinations 60 --port 8765
 
-Only loopback is ever bound. Every address handed to the state is in 10.99.0.0/16 (the phones)
-or 198.18.0.0/15 (the benchmark range standing in for the internet); nothing is sent anywhere.
+Only loopback is ever bound. Every address handed to the state is in 10.99.0.0/16 (the phones; a
+test may give one phone 127.0.0.1 to open its /me page) or 198.18.0.0/15 (the benchmark range
+standing in for the internet); nothing is sent anywhere.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ from apviz.events import (
 )
 from apviz.live.destinations import Destination, plain_describe
 from apviz.live.pipeline import NamedSource
+from apviz.live.privacy import Mode, Privacy
 from apviz.live.publicview import ViewBuilder, ViewOptions
 from apviz.live.state import LiveState, StateConfig, networks
 from apviz.server.app import create_app
@@ -136,6 +138,9 @@ HOSTNAMES = [
     "switch-lite",
 ]
 
+# A phone may have this address so that a browser on loopback is that phone for /me and /api/me.
+LOOPBACK_PHONE = "127.0.0.1"
+
 HOSTILE_IMG = "<img src=x onerror=window.__pwned=1>"
 HOSTILE_SCRIPT = "<script>window.__pwned=1</script>"
 
@@ -226,11 +231,13 @@ class FakeWorld:
     def leases(self) -> LeaseSnapshot:
         return LeaseSnapshot(tuple(Lease(0, p.mac, p.ip, p.hostname, None) for p in self.phones))
 
-    def add_phone(self, hostname: str | None = None) -> tuple[Phone, list[Event]]:
+    def add_phone(self, hostname: str | None = None, ip: str | None = None) -> tuple[Phone, list[Event]]:
+        """A phone joins. ``ip=LOOPBACK_PHONE`` makes it the phone a test browser on loopback is
+        (the server knows a phone by the address its requests come from)."""
         n = len(self.phones) + 1
         phone = Phone(
             mac=f"02:a5:00:00:{n >> 8:02x}:{n & 0xFF:02x}",
-            ip=f"10.99.{1 + n // 250}.{10 + n % 250}",
+            ip=ip or f"10.99.{1 + n // 250}.{10 + n % 250}",
             hostname=hostname or f"{HOSTNAMES[(n - 1) % len(HOSTNAMES)]}{'' if n <= len(HOSTNAMES) else n}",
         )
         self.phones.append(phone)
@@ -328,10 +335,14 @@ class Running:
         return self.service.hub.seq
 
 
-def make_service(world: FakeWorld, feed: Feed, tick_hz: float = 4.0) -> Service:
-    state = LiveState(StateConfig(lan=networks(["10.99.0.0/16"])))
+def make_service(world: FakeWorld, feed: Feed, tick_hz: float = 4.0, mode: Mode = Mode.HOME) -> Service:
+    state = LiveState(StateConfig(lan=networks(["10.99.0.0/16", LOOPBACK_PHONE + "/32"])))
     lat, lon, label = GATEWAY
-    builder = ViewBuilder(ViewOptions(gateway_lat=lat, gateway_lon=lon, gateway_label=label), world.describe)
+    builder = ViewBuilder(
+        ViewOptions(gateway_lat=lat, gateway_lon=lon, gateway_label=label),
+        world.describe,
+        Privacy(mode),  # home: the browser tests follow hostnames; exhibit: what a museum shows
+    )
     return Service(state, [NamedSource("fake", lambda: feed)], builder, Hub(), tick_hz=tick_hz)
 
 
@@ -341,11 +352,12 @@ async def running(
     port: int | None = None,
     web_dir: Path | None = None,
     tick_hz: float = 4.0,
+    mode: Mode = Mode.HOME,
 ) -> AsyncIterator[Running]:
     """The real service and app on ``127.0.0.1:port`` (a free port unless given)."""
     world = world or FakeWorld()
     feed = Feed()
-    service = make_service(world, feed, tick_hz)
+    service = make_service(world, feed, tick_hz, mode)
     port = port or free_port()
     app = create_app(service, web_dir=web_dir)
     config = uvicorn.Config(

@@ -15,6 +15,7 @@ import { SankeyView } from "./sankey.js";
 import { LiveStream } from "./stream.js";
 import { attribution, formatCount, setText, STRINGS } from "./text.js";
 import { requireVendor } from "./vendor.js";
+import "./join.js"; // the join card (Wi-Fi and phone-page QR codes), when configured
 
 const params = new URLSearchParams(location.search);
 const layout = params.get("layout") === "rotate" ? "rotate" : "side";

@@ -1,22 +1,40 @@
 /**
- * The phone page: one device's destinations, from /api/devices/{id}.
+ * The phone page: this phone's own companies, trackers, countries and data, and nobody else's.
  *
- * For now the device is named by the `?device=` (or `?id=`) query parameter; once the server can
- * tell which device is asking, the same page will work without it. It refreshes every few seconds
- * and, like every page here, puts data on screen only as text (a DNS name is whatever the phone, or
- * an app on it, asked for).
+ * The page never says which device it is: the server recognises the phone by the address its
+ * request comes from (`/api/me`), so the page works when opened from a QR code, and a link copied
+ * to someone else's phone shows that phone instead. Updates come from `/api/me/events` (one
+ * `detail` message whenever this phone's traffic changes); when the stream cannot be had (not a
+ * device here yet, too many tabs, the exhibit restarting) the page asks `/api/me` again every
+ * few seconds and reopens the stream once it answers.
+ *
+ * Like every page here it puts data on screen only as text: a DNS name is whatever the phone, or
+ * an app on it, asked for, and the device name is whatever the phone called itself.
  */
 
+import { deviceClass } from "./colours.js";
 import { clip, DEFAULT_ATTRIBUTION, formatBytes, formatCount, setText } from "./text.js";
 
-const REFRESH_MS = 5000;
-const MAX_ROWS = 100;
+const RETRY_MS = 5000;
+const MAX_COMPANIES = 40;
+const MAX_NAMES = 3;
 
 /** @param {string} id */
 const $ = (id) => /** @type {HTMLElement} */ (document.getElementById(id));
 
-const params = new URLSearchParams(location.search);
-const deviceId = params.get("device") || params.get("id") || "";
+/**
+ * @typedef {{name: string|null, org: string, domain: string|null, country: string|null,
+ *            country_name: string|null, city: string|null, tracker: string|null, bytes: number,
+ *            connections: number, open: number}} Destination
+ * @typedef {{id: string, label: string, bytes: number, connections: number, trackers: number,
+ *            destinations: Destination[], attribution?: string}} Detail
+ * @typedef {{org: string, tracker: boolean, bytes: number, connections: number,
+ *            names: Map<string, number>, places: Map<string, number>}} Company
+ */
+
+/** @type {EventSource|null} */
+let source = null;
+let timer = 0;
 
 /** @param {string} text */
 function message(text) {
@@ -25,86 +43,211 @@ function message(text) {
   setText(el, text);
 }
 
-async function refresh() {
-  if (!deviceId) {
-    message("Open this page from the QR code on the exhibit's screen.");
-    return;
-  }
-  let response;
-  try {
-    response = await fetch(`/api/devices/${encodeURIComponent(deviceId)}`, { cache: "no-store" });
-  } catch {
-    message("Can't reach the exhibit right now. Trying again…");
-    return;
-  }
-  if (response.status === 404) {
-    $("summary").hidden = true;
-    $("destinations").replaceChildren();
-    message("We can't see this phone any more: it may have left the Wi-Fi.");
-    return;
-  }
-  if (!response.ok) {
-    message(`The exhibit answered with an error (${response.status}). Trying again…`);
-    return;
-  }
-  render(await response.json());
+/** @param {"connecting"|"live"|"waiting"} state @param {string} text */
+function status(state, text) {
+  const el = $("live");
+  el.dataset.state = state;
+  setText(el, text);
 }
 
-/** @param {any} detail */
+function clearDetail() {
+  $("summary").hidden = true;
+  $("companies").replaceChildren();
+  $("countries").replaceChildren();
+}
+
+/** Ask once; on success show it and switch to the stream, otherwise try again later. */
+async function poll() {
+  clearTimeout(timer);
+  let response;
+  try {
+    response = await fetch("/api/me", { cache: "no-store" });
+  } catch {
+    status("waiting", "Can't reach the exhibit right now. Trying again…");
+    retry();
+    return;
+  }
+  if (response.ok) {
+    render(await response.json());
+    openStream();
+    return;
+  }
+  let text = `The exhibit answered with an error (${response.status}). Trying again…`;
+  if (response.status === 404) {
+    clearDetail();
+    try {
+      text = String((await response.json()).error || text);
+    } catch {
+      /* keep the generic text */
+    }
+  }
+  message(text);
+  status("waiting", "Checking again in a few seconds…");
+  retry();
+}
+
+function retry() {
+  clearTimeout(timer);
+  timer = setTimeout(poll, RETRY_MS);
+}
+
+function openStream() {
+  if (source) source.close();
+  const es = new EventSource("/api/me/events");
+  source = es;
+  es.addEventListener("open", () => status("live", "Live: this page updates by itself."));
+  es.addEventListener("detail", (ev) => {
+    render(JSON.parse(/** @type {MessageEvent} */ (ev).data));
+    status("live", "Live: this page updates by itself.");
+  });
+  es.addEventListener("gone", (ev) => {
+    es.close();
+    source = null;
+    clearDetail();
+    message(String(JSON.parse(/** @type {MessageEvent} */ (ev).data).error || ""));
+    retry();
+  });
+  es.addEventListener("error", () => {
+    if (es !== source) return;
+    // CONNECTING: the browser retries by itself. CLOSED: refused (404, 429): fall back to asking.
+    if (es.readyState === EventSource.CLOSED) {
+      es.close();
+      source = null;
+      status("waiting", "Reconnecting…");
+      retry();
+    } else {
+      status("connecting", "Reconnecting…");
+    }
+  });
+}
+
+/**
+ * The destinations folded into companies, biggest first.
+ * @param {Destination[]} dests
+ * @returns {Company[]}
+ */
+export function companies(dests) {
+  /** @type {Map<string, Company>} */
+  const byOrg = new Map();
+  for (const d of dests) {
+    const key = String(d.org ?? "unknown");
+    let c = byOrg.get(key);
+    if (!c) {
+      c = { org: key, tracker: false, bytes: 0, connections: 0, names: new Map(), places: new Map() };
+      byOrg.set(key, c);
+    }
+    c.tracker = c.tracker || Boolean(d.tracker);
+    c.bytes += Number(d.bytes) || 0;
+    c.connections += Number(d.connections) || 0;
+    const name = d.name || d.domain;
+    if (name) c.names.set(name, (c.names.get(name) || 0) + (Number(d.bytes) || 0) + 1);
+    const place = [d.city, d.country_name || d.country].filter(Boolean).join(", ");
+    if (place) c.places.set(place, (c.places.get(place) || 0) + (Number(d.bytes) || 0) + 1);
+  }
+  return [...byOrg.values()].sort((a, b) => b.bytes - a.bytes || b.connections - a.connections || (a.org < b.org ? -1 : 1));
+}
+
+/**
+ * The destinations folded into countries, biggest first ("somewhere unknown" for no country).
+ * @param {Destination[]} dests
+ * @returns {{name: string, bytes: number, orgs: Set<string>}[]}
+ */
+export function countries(dests) {
+  /** @type {Map<string, {name: string, bytes: number, orgs: Set<string>}>} */
+  const byCountry = new Map();
+  for (const d of dests) {
+    const name = d.country_name || d.country || "somewhere unknown";
+    let c = byCountry.get(name);
+    if (!c) {
+      c = { name, bytes: 0, orgs: new Set() };
+      byCountry.set(name, c);
+    }
+    c.bytes += Number(d.bytes) || 0;
+    c.orgs.add(String(d.org ?? "unknown"));
+  }
+  return [...byCountry.values()].sort((a, b) => b.bytes - a.bytes || b.orgs.size - a.orgs.size || (a.name < b.name ? -1 : 1));
+}
+
+/** @param {Detail} detail */
 function render(detail) {
   message("");
   $("summary").hidden = false;
+  const you = $("you");
+  for (const cls of [...you.classList]) if (cls.startsWith("dev-c")) you.classList.remove(cls);
+  you.classList.add(deviceClass(detail.id));
   setText($("device-label"), clip(detail.label, 40));
+
   const dests = Array.isArray(detail.destinations) ? detail.destinations : [];
-  const orgs = new Set(dests.map((d) => d.org));
-  const countries = new Set(dests.map((d) => d.country).filter(Boolean));
-  const trackers = new Set(dests.filter((d) => d.tracker).map((d) => d.org));
-  setText($("fig-companies"), formatCount(orgs.size));
-  setText($("fig-countries"), formatCount(countries.size));
-  setText($("fig-trackers"), formatCount(trackers.size));
+  const orgs = companies(dests);
+  const places = countries(dests);
+  setText($("fig-companies"), formatCount(orgs.length));
+  setText($("fig-countries"), formatCount(places.filter((p) => p.name !== "somewhere unknown").length));
+  setText($("fig-trackers"), formatCount(orgs.filter((c) => c.tracker).length));
   setText($("fig-bytes"), formatBytes(detail.bytes));
   setText($("attribution"), clip(detail.attribution || DEFAULT_ATTRIBUTION, 160));
 
-  // Rebuilt from scratch each time (at most MAX_ROWS rows): simple, and no old row survives.
-  const rows = dests.slice(0, MAX_ROWS).map((d) => row(d));
-  if (!rows.length) {
-    const li = document.createElement("li");
-    li.className = "none";
-    li.textContent = "Nothing yet. Open an app or a website and watch this list.";
-    rows.push(li);
-  }
-  $("destinations").replaceChildren(...rows);
+  // Rebuilt from scratch each time (bounded by MAX_COMPANIES): simple, and no old row survives.
+  const rows = orgs.slice(0, MAX_COMPANIES).map(companyRow);
+  if (!rows.length) rows.push(none("Nothing yet. Open an app or a website and watch this list."));
+  $("companies").replaceChildren(...rows);
+  const crows = places.map(countryRow);
+  if (!crows.length) crows.push(none("No countries yet."));
+  $("countries").replaceChildren(...crows);
 }
 
-/** One destination as a list item, built with textContent only. @param {any} d */
-function row(d) {
+/** @param {string} text */
+function none(text) {
   const li = document.createElement("li");
-  if (d.tracker) li.classList.add("is-tracker");
-  const head = document.createElement("div");
-  head.className = "head";
-  const org = document.createElement("span");
-  org.className = "org";
-  org.textContent = clip(d.org, 32);
-  head.append(org);
-  if (d.tracker) {
-    const badge = document.createElement("span");
-    badge.className = "tracker-badge";
-    badge.textContent = "⚠ tracker";
-    head.append(badge);
-  }
-  const amount = document.createElement("span");
-  amount.className = "amount";
-  amount.textContent = formatBytes(d.bytes);
-  head.append(amount);
-  const name = document.createElement("div");
-  name.className = "name";
-  name.textContent = clip(d.name || d.domain || "(no name)", 64);
-  const where = document.createElement("div");
-  where.className = "where";
-  where.textContent = clip([d.city, d.country_name || d.country].filter(Boolean).join(", ") || "somewhere unknown", 48);
-  li.append(head, name, where);
+  li.className = "none";
+  li.textContent = text;
   return li;
 }
 
-refresh();
-setInterval(refresh, REFRESH_MS);
+/**
+ * @param {string} tag @param {string} className @param {string} text
+ * @returns {HTMLElement}
+ */
+function el(tag, className, text) {
+  const node = document.createElement(tag);
+  node.className = className;
+  node.textContent = text;
+  return node;
+}
+
+/** @param {Map<string, number>} m @returns {string[]} keys, biggest first */
+function ranked(m) {
+  return [...m.entries()].sort((a, b) => b[1] - a[1] || (a[0] < b[0] ? -1 : 1)).map(([k]) => k);
+}
+
+/** One company as a list item, built with textContent only. @param {Company} c */
+function companyRow(c) {
+  const li = document.createElement("li");
+  if (c.tracker) li.classList.add("is-tracker");
+  const head = el("div", "head", "");
+  head.append(el("span", "org", clip(c.org, 32)));
+  if (c.tracker) head.append(el("span", "tracker-badge", "⚠ tracker"));
+  head.append(el("span", "amount", formatBytes(c.bytes)));
+  const names = ranked(c.names);
+  const shown = names.slice(0, MAX_NAMES).map((n) => clip(n, 64));
+  if (names.length > MAX_NAMES) shown.push(`and ${names.length - MAX_NAMES} more`);
+  const where = ranked(c.places).slice(0, 2);
+  li.append(
+    head,
+    el("div", "name", shown.join(" · ") || "(no name)"),
+    el("div", "where", clip(where.join(" · ") || "somewhere unknown", 64)),
+  );
+  return li;
+}
+
+/** @param {{name: string, bytes: number, orgs: Set<string>}} c */
+function countryRow(c) {
+  const li = document.createElement("li");
+  li.append(
+    el("span", "country", clip(c.name, 32)),
+    el("span", "orgs", c.orgs.size === 1 ? "1 company" : `${formatCount(c.orgs.size)} companies`),
+    el("span", "amount", formatBytes(c.bytes)),
+  );
+  return li;
+}
+
+poll();

@@ -13,9 +13,11 @@
  * - Trackers: a link with `trackers > 0` and a company node with `tracker` set are drawn in
  *   vermillion (Okabe-Ito), and the company label gets a warning sign, so the highlight does not
  *   depend on colour vision alone.
+ * - Each phone has its own colour (`colours.js`), the one its phone page shows too.
  * - Every label goes through `clip` and d3's `.text()`: device and company names are hostile text.
  */
 
+import { deviceClass } from "./colours.js";
 import { placeLabels } from "./labels.js";
 import { clip, formatBytes, formatCount, STRINGS } from "./text.js";
 import { d3 } from "./vendor.js";
@@ -170,7 +172,7 @@ export class SankeyView {
         (enter) =>
           enter
             .append("rect")
-            .attr("class", (d) => `node ${d.kind}` + (newNodes.has(d.id) ? " fresh" : ""))
+            .attr("class", (d) => `node ${d.kind}${colourClass(d)}` + (newNodes.has(d.id) ? " fresh" : ""))
             .attr("x", (d) => d.x0)
             .attr("width", (d) => d.x1 - d.x0)
             .attr("y", (d) => (d.y0 + d.y1) / 2)
@@ -213,7 +215,7 @@ export class SankeyView {
         (enter) => {
           const text = enter
             .append("text")
-            .attr("class", (d) => `label ${d.kind}`)
+            .attr("class", (d) => `label ${d.kind}${colourClass(d)}`)
             .attr("transform", (d) => labelTransform(d, spots))
             .attr("text-anchor", (d) => (d.layer === 0 ? "end" : "start"))
             .attr("dy", "0.35em");
@@ -262,6 +264,11 @@ function compareNodes(a, b) {
   const lb = String(b.label || "").toLowerCase();
   if (la !== lb) return la < lb ? -1 : 1;
   return a.id < b.id ? -1 : a.id > b.id ? 1 : 0;
+}
+
+/** " dev-cN" for a device node (its colour, shared with the phone page), else "". */
+function colourClass(n) {
+  return n.kind === "device" && n.device ? ` ${deviceClass(n.device)}` : "";
 }
 
 /** The largest number of nodes in one column. */

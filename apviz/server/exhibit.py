@@ -1,0 +1,17 @@
+"""The routes of the exhibit and classroom modes, gathered so the app module adds them in one line."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from starlette.routing import BaseRoute
+
+from apviz.server.forget import forget_routes
+from apviz.server.join import join_routes
+from apviz.server.operator import operator_routes
+from apviz.service import Service
+
+
+def exhibit_routes(service: Service, web_dir: Path | str | None = None) -> list[BaseRoute]:
+    """``POST /api/me/forget``, the operator console and the join card's QR codes."""
+    return [*forget_routes(service), *operator_routes(service, web_dir), *join_routes(service)]

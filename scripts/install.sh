@@ -1,0 +1,186 @@
+#!/usr/bin/env bash
+# Install apviz as a system service on Debian / Raspberry Pi OS (arm64 and x86_64).
+#
+#   sudo scripts/install.sh               install or upgrade, enable the unit (start it with --now)
+#   sudo scripts/install.sh --uninstall   remove unit, /opt/apviz and the apviz user; keeps /etc/apviz
+#   sudo scripts/install.sh --uninstall --purge    ... and /etc/apviz too
+#   scripts/install.sh --dry-run          print every step, change nothing
+#
+# What it does: Debian packages (Python venv and headers, libsystemd-dev for the journal reader,
+# dnsmasq, npm for the pinned data); a system user `apviz` in group systemd-journal; the source tree in
+# /opt/apviz/app and a virtual environment in /opt/apviz/venv with apviz installed *editable* from it
+# (the kiosk's web/ and the data/ folder live beside the package, not inside the wheel); the pinned
+# offline data and the kiosk's JS (npm ci, nothing fetched at run time); /etc/apviz/apviz.toml from
+# `apviz config --example` unless it exists (an upgrade keeps it); systemd/apviz.service, enabled.
+#
+# DESTDIR=/some/root installs into that tree instead of / (for packaging and tests): users and
+# systemctl are then skipped, since neither can act on another root.
+set -euo pipefail
+
+SRC="$(cd "$(dirname "$0")/.." && pwd)"
+DESTDIR="${DESTDIR:-}"
+PREFIX=/opt/apviz
+ETC=/etc/apviz
+UNIT_DIR=/etc/systemd/system
+USER_NAME=apviz
+PYTHON="${PYTHON:-/usr/bin/python3}"
+APT_PKGS="python3-venv python3-dev libsystemd-dev pkg-config gcc dnsmasq npm iproute2 util-linux"
+
+DRY=0 UNINSTALL=0 PURGE=0 APT=1 DATA=1 VENV=1 NOW=0
+usage() {
+  sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'
+  echo "options: --prefix DIR --dry-run --uninstall --purge --now --no-apt --no-data --no-venv"
+}
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --prefix) PREFIX="$2"; shift ;;
+    --dry-run) DRY=1 ;;
+    --uninstall) UNINSTALL=1 ;;
+    --purge) PURGE=1 ;;
+    --now) NOW=1 ;;
+    --no-apt) APT=0 ;;
+    --no-data) DATA=0 ;;
+    --no-venv) VENV=0 ;;
+    -h|--help) usage; exit 0 ;;
+    *) echo "install.sh: unknown option $1" >&2; usage >&2; exit 2 ;;
+  esac
+  shift
+done
+if [ "$PURGE" = 1 ] && [ "$UNINSTALL" = 0 ]; then
+  echo "install.sh: --purge goes with --uninstall" >&2; exit 2
+fi
+
+ROOT="$DESTDIR"
+APP="$PREFIX/app"
+VENV_DIR="$PREFIX/venv"
+SYSTEM=1   # act on users and systemd: only for the real root filesystem
+[ -n "$DESTDIR" ] && SYSTEM=0
+
+say() { echo ">> $*"; }
+run() {
+  # Print each step; run it unless --dry-run.
+  echo "+ $*"
+  [ "$DRY" = 1 ] || "$@"
+}
+
+if [ "$DRY" = 0 ] && [ "$SYSTEM" = 1 ] && [ "$(id -u)" != 0 ]; then
+  echo "install.sh: run as root (sudo), or use --dry-run / DESTDIR=..." >&2; exit 1
+fi
+
+uninstall() {
+  if [ "$SYSTEM" = 1 ]; then
+    if command -v systemctl >/dev/null && [ -e "$UNIT_DIR/apviz.service" ]; then
+      run systemctl disable --now apviz.service
+    fi
+  fi
+  run rm -f "$ROOT$UNIT_DIR/apviz.service"
+  [ "$SYSTEM" = 1 ] && command -v systemctl >/dev/null && run systemctl daemon-reload
+  run rm -rf "$ROOT$PREFIX"
+  if [ "$SYSTEM" = 1 ] && getent passwd "$USER_NAME" >/dev/null; then
+    run userdel "$USER_NAME"
+  fi
+  if [ "$PURGE" = 1 ]; then
+    run rm -rf "$ROOT$ETC"
+  else
+    say "kept $ETC (your configuration); --uninstall --purge removes it"
+  fi
+  say "apviz removed"
+}
+
+install_apt() {
+  say "Debian packages: $APT_PKGS"
+  run apt-get update -q
+  run env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $APT_PKGS
+}
+
+install_user() {
+  if getent passwd "$USER_NAME" >/dev/null; then
+    say "user $USER_NAME exists"
+  else
+    run useradd --system --user-group --home-dir /nonexistent --no-create-home \
+      --shell /usr/sbin/nologin --comment "apviz exhibit service" "$USER_NAME"
+  fi
+  # Reads dnsmasq's entries in the system journal (the unit adds the group too; this is for doctor).
+  run usermod -aG systemd-journal "$USER_NAME"
+}
+
+install_app() {
+  say "source tree -> $ROOT$APP"
+  run mkdir -p "$ROOT$APP"
+  # Only what runs: the package, the front-end, the data and the scripts (node_modules are copied when
+  # present, so an offline upgrade works; otherwise npm ci fills them below).
+  local parts="apviz web data scripts systemd dnsmasq hostapd pyproject.toml README.md apviz.toml.example"
+  local skip=(--exclude=__pycache__ --exclude=data/lab/build)
+  [ "$DATA" = 1 ] || skip+=(--exclude=data/node_modules --exclude=web/node_modules)
+  echo "+ tar -C $SRC ${skip[*]} -c $parts | tar -C $ROOT$APP -x"
+  if [ "$DRY" = 0 ]; then
+    # shellcheck disable=SC2086
+    tar -C "$SRC" "${skip[@]}" -c $parts | tar -C "$ROOT$APP" -x --no-same-owner
+  fi
+  run chmod -R u=rwX,go=rX "$ROOT$APP"
+}
+
+install_venv() {
+  say "virtual environment -> $ROOT$VENV_DIR"
+  # The system Python (readable by the apviz user), never a pyenv one under /root.
+  [ -x "$ROOT$VENV_DIR/bin/python" ] || run "$PYTHON" -m venv "$ROOT$VENV_DIR"
+  run "$ROOT$VENV_DIR/bin/pip" install -q --upgrade pip
+  # Editable: web/ and data/ are found beside the package in $APP. [journal]: systemd-python.
+  run "$ROOT$VENV_DIR/bin/pip" install -q -e "$ROOT$APP[journal]"
+}
+
+install_data() {
+  say "pinned offline data and the kiosk's JS"
+  if [ "$DRY" = 1 ]; then
+    echo "+ (cd $ROOT$APP && PYTHON=$ROOT$VENV_DIR/bin/python scripts/install-data.sh)"
+  else
+    (cd "$ROOT$APP" && PYTHON="$ROOT$VENV_DIR/bin/python" scripts/install-data.sh $([ "$APT" = 1 ] || echo --no-apt))
+  fi
+  if [ ! -d "$ROOT$APP/web/node_modules" ]; then
+    run npm ci --prefix "$ROOT$APP/web" --ignore-scripts --no-audit --no-fund --loglevel=error
+  fi
+}
+
+install_config() {
+  local conf="$ROOT$ETC/apviz.toml"
+  run mkdir -p "$ROOT$ETC"
+  if [ -e "$conf" ]; then
+    say "kept $ETC/apviz.toml (upgrade); new keys and defaults: $APP/apviz.toml.example"
+  else
+    say "$ETC/apviz.toml from the example: edit [server] listen and [state] lan for your network"
+    run cp "$ROOT$APP/apviz.toml.example" "$conf"
+  fi
+  run chmod 0640 "$conf"
+  if [ "$SYSTEM" = 1 ]; then
+    run chgrp "$USER_NAME" "$conf"
+  fi
+}
+
+install_unit() {
+  say "systemd unit -> $UNIT_DIR/apviz.service"
+  run mkdir -p "$ROOT$UNIT_DIR"
+  if [ "$DRY" = 1 ]; then
+    echo "+ sed 's#/opt/apviz#$PREFIX#g' $SRC/systemd/apviz.service > $ROOT$UNIT_DIR/apviz.service"
+  else
+    sed "s#/opt/apviz#$PREFIX#g" "$SRC/systemd/apviz.service" > "$ROOT$UNIT_DIR/apviz.service"
+    chmod 0644 "$ROOT$UNIT_DIR/apviz.service"
+  fi
+  if [ "$SYSTEM" = 1 ] && command -v systemctl >/dev/null; then
+    run systemctl daemon-reload
+    if [ "$NOW" = 1 ]; then run systemctl enable --now apviz.service; else run systemctl enable apviz.service; fi
+  fi
+}
+
+if [ "$UNINSTALL" = 1 ]; then
+  uninstall
+  exit 0
+fi
+[ "$APT" = 1 ] && [ "$SYSTEM" = 1 ] && install_apt
+[ "$SYSTEM" = 1 ] && install_user
+install_app
+[ "$VENV" = 1 ] && install_venv
+[ "$DATA" = 1 ] && install_data
+install_config
+install_unit
+say "done. Check the set-up: sudo $VENV_DIR/bin/apviz doctor --config $ETC/apviz.toml"
+[ "$NOW" = 1 ] || say "then start it: sudo systemctl start apviz"

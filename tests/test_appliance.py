@@ -1,0 +1,190 @@
+"""The appliance's files and plumbing: dnsmasq and hostapd configuration, the systemd unit, logging to
+the journal, sd_notify, and the error a missing capability produces (no traceback)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import errno
+import logging
+import os
+import re
+import shutil
+import socket
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from apviz import cli, errors, logsetup
+from apviz.server.notify import Notifier, watchdog_interval
+from apviz.sources.conntrack import ConntrackPermissionError
+
+ROOT = Path(__file__).resolve().parents[1]
+UNIT = ROOT / "systemd/apviz.service"
+
+
+def conf_keys(path: Path) -> dict[str, str]:
+    """key=value lines that are not comments (the last one wins, as in hostapd)."""
+    out = {}
+    for line in path.read_text().splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            key, sep, value = line.partition("=")
+            assert sep, f"{path.name}: not key=value: {line!r}"
+            out[key] = value
+    return out
+
+
+@pytest.mark.skipif(shutil.which("dnsmasq") is None, reason="dnsmasq is not installed")
+def test_dnsmasq_dropin_passes_dnsmasq_test():
+    result = subprocess.run(
+        ["dnsmasq", "--test", f"--conf-file={ROOT / 'dnsmasq/apviz.conf'}"], capture_output=True, text=True
+    )
+    assert result.returncode == 0 and "syntax check OK" in result.stderr, result.stderr
+
+
+def test_dnsmasq_dropin_has_what_apviz_reads():
+    text = (ROOT / "dnsmasq/apviz.conf").read_text()
+    active = [line for line in text.splitlines() if line and not line.startswith("#")]
+    for needed in ("log-queries=extra", "log-dhcp", "dhcp-leasefile=/var/lib/misc/dnsmasq.leases"):
+        assert needed in active
+    assert any(line.startswith("dhcp-range=") for line in active)
+    assert "host-record=apviz.lan,192.168.4.1" in active
+    assert "#log-facility=" in text  # the file alternative is documented, the journal is the default
+
+
+def test_hostapd_conf_has_sane_values():
+    keys = conf_keys(ROOT / "hostapd/hostapd.conf")
+    assert 1 <= len(keys["ssid"].encode()) <= 32
+    assert re.fullmatch(r"[A-Z]{2}", keys["country_code"])
+    assert keys["interface"] == "wlan0" and keys["driver"] == "nl80211"
+    assert keys["hw_mode"] in ("g", "a")
+    channel = int(keys["channel"])
+    assert 1 <= channel <= 13 if keys["hw_mode"] == "g" else channel >= 36
+    assert keys["ap_isolate"] == "1"
+    if keys.get("wpa", "0") != "0":
+        assert keys["wpa"] == "2"
+        assert set(keys["wpa_key_mgmt"].split()) <= {"WPA-PSK", "SAE"}
+        assert keys["rsn_pairwise"] == "CCMP"
+        assert 8 <= len(keys["wpa_passphrase"]) <= 63
+        if "SAE" in keys["wpa_key_mgmt"]:
+            assert keys.get("ieee80211w") in ("1", "2")
+
+
+def _unit_for_test(tmp_path: Path) -> Path:
+    """The unit with ExecStart pointing at this venv's apviz (verify checks the binary exists)."""
+    apviz = Path(shutil.which("apviz", path=str(ROOT / ".venv/bin")) or ROOT / ".venv/bin/apviz")
+    unit = tmp_path / "apviz.service"
+    unit.write_text(UNIT.read_text().replace("/opt/apviz/venv/bin/apviz", str(apviz)))
+    return unit
+
+
+@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze is not installed")
+def test_unit_verifies_without_any_warning(tmp_path):
+    result = subprocess.run(
+        ["systemd-analyze", "verify", str(_unit_for_test(tmp_path))], capture_output=True, text=True
+    )
+    assert result.returncode == 0 and result.stderr == "", result.stderr
+
+
+@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze is not installed")
+def test_unit_security_exposure_is_low(tmp_path):
+    result = subprocess.run(
+        ["systemd-analyze", "security", "--offline=true", "--no-pager", str(_unit_for_test(tmp_path))],
+        capture_output=True,
+        text=True,
+    )
+    match = re.search(r"Overall exposure level for \S+: ([\d.]+)", result.stdout + result.stderr)
+    assert match, result.stdout + result.stderr
+    assert float(match.group(1)) <= 2.0
+
+
+def test_unit_runs_unprivileged_with_only_net_admin():
+    keys = {}
+    for line in UNIT.read_text().splitlines():
+        if "=" in line and not line.startswith("#"):
+            key, _, value = line.partition("=")
+            keys.setdefault(key, []).append(value)
+    assert keys["ExecStart"] == ["/opt/apviz/venv/bin/apviz serve --config /etc/apviz/apviz.toml"]
+    assert keys["User"] == ["apviz"] and keys["Type"] == ["notify"]
+    assert keys["AmbientCapabilities"] == ["CAP_NET_ADMIN"] == keys["CapabilityBoundingSet"]
+    assert keys["SupplementaryGroups"] == ["systemd-journal"]
+    assert keys["RestrictAddressFamilies"] == ["AF_UNIX AF_INET AF_INET6 AF_NETLINK"]
+    for key in ("ProtectSystem", "ProtectHome", "NoNewPrivileges", "PrivateTmp", "MemoryDenyWriteExecute"):
+        assert key in keys
+    assert "WatchdogSec" in keys
+
+
+def test_logging_uses_the_journal_under_systemd():
+    pytest.importorskip("systemd.journal")
+    from systemd.journal import JournalHandler
+
+    root = logging.getLogger()
+    saved = (list(root.handlers), root.level)
+    try:
+        assert isinstance(logsetup.setup_logging("INFO", env={"INVOCATION_ID": "x"}), JournalHandler)
+        assert isinstance(logsetup.setup_logging("INFO", env={}), logging.StreamHandler)
+    finally:
+        root.handlers[:] = saved[0]
+        root.setLevel(saved[1])
+
+
+def test_watchdog_interval_is_half_of_watchdog_usec():
+    assert watchdog_interval({"WATCHDOG_USEC": "30000000"}) == 15.0
+    assert watchdog_interval({"WATCHDOG_USEC": "30000000", "WATCHDOG_PID": str(os.getpid())}) == 15.0
+    assert watchdog_interval({"WATCHDOG_USEC": "30000000", "WATCHDOG_PID": "1"}) is None
+    assert watchdog_interval({}) is None
+
+
+def test_notifier_sends_to_a_path_socket_and_is_quiet_without_one(tmp_path):
+    assert Notifier({}).send("READY=1") is False
+    path = tmp_path / "notify"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        sock.bind(str(path))
+        old = os.environ.get("NOTIFY_SOCKET")
+        os.environ["NOTIFY_SOCKET"] = str(path)  # systemd.daemon.notify reads the environment
+        try:
+            assert Notifier().send("READY=1", "STATUS=up")
+        finally:
+            if old is None:
+                del os.environ["NOTIFY_SOCKET"]
+            else:
+                os.environ["NOTIFY_SOCKET"] = old
+        sock.settimeout(2)
+        assert sock.recv(100) == b"READY=1\nSTATUS=up"
+
+
+def test_permission_error_inside_task_groups_is_one_line(capsys, monkeypatch):
+    async def nested() -> None:
+        async def fail() -> None:
+            raise ConntrackPermissionError("dump the conntrack table", None)
+
+        async with asyncio.TaskGroup() as outer:
+            outer.create_task(asyncio.sleep(10))
+
+            async def inner_group() -> None:
+                async with asyncio.TaskGroup() as inner:
+                    inner.create_task(fail())
+
+            outer.create_task(inner_group())
+
+    def cmd(_args: object) -> int:
+        asyncio.run(nested())
+        return 0
+
+    parser = cli.build_parser()
+    monkeypatch.setattr(cli, "build_parser", lambda: parser)
+    monkeypatch.setattr(parser, "parse_args", lambda argv: argparse.Namespace(func=cmd, log_level="WARNING"))
+    assert cli.main([]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("apviz: not permitted to dump the conntrack table") and "Traceback" not in err
+    assert "AmbientCapabilities=CAP_NET_ADMIN" in err and "setcap" in err
+
+
+def test_user_error_finds_the_leaf():
+    leaf = PermissionError(errno.EPERM, "no")
+    group = ExceptionGroup("outer", [ExceptionGroup("inner", [ValueError("x"), leaf])])
+    assert errors.user_error(group) is leaf
+    assert errors.message(leaf) == "no"
+    assert errors.user_error(ExceptionGroup("g", [ValueError("x")])) is None

@@ -1,0 +1,89 @@
+"""The exhibit's pages in headless Chromium: the kiosk's join card shows QR codes a phone camera can
+read (decoded from a screenshot with zbarimg), and the operator console logs in and acts, with its
+session cookie out of the page's reach."""
+
+import asyncio
+import shutil
+import subprocess
+
+import pytest
+
+from apviz.server.join import wifi_payload
+from tests.browser import chromium
+from tests.test_exhibit_server import PASSWORD, phone, push, running, until
+
+_why = chromium.available()
+needs_browser = pytest.mark.skipif(_why is not None, reason=_why or "")
+
+
+async def open_page(p, url):
+    browser = await chromium.launch(p)
+    page = await browser.new_page(viewport={"width": 1920, "height": 1080})
+    page.errors = []
+    page.on("pageerror", lambda e: page.errors.append(str(e)))
+    await page.goto(url)
+    return browser, page
+
+
+@needs_browser
+@pytest.mark.skipif(shutil.which("zbarimg") is None, reason="zbarimg (Debian zbar-tools) is not installed")
+def test_kiosk_join_card_shows_readable_codes(tmp_path):
+    from playwright.async_api import async_playwright
+
+    ssid, password, url = "Museum Wi-Fi", "visit;the:museum", "http://apviz.lan/me"
+
+    async def main():
+        async with running(ssid=ssid, wifi_password=password, phone_url=url) as (_, _s, http):
+            async with async_playwright() as p:
+                browser, page = await open_page(p, str(http.base_url) + "/")
+                try:
+                    await page.wait_for_selector("#join-wifi img", state="visible", timeout=10000)
+                    await page.wait_for_function(
+                        "[...document.querySelectorAll('#join img')].every((i) => i.naturalWidth)"
+                    )
+                    assert await page.text_content("#join-ssid") == ssid
+                    assert await page.text_content("#join-url") == url
+                    await page.locator("#join-wifi img").screenshot(path=str(tmp_path / "wifi.png"))
+                    await page.locator("#join-phone img").screenshot(path=str(tmp_path / "phone.png"))
+                    assert page.errors == []
+                finally:
+                    await browser.close()
+
+    asyncio.run(main())
+    for name, want in (("wifi", wifi_payload(ssid, password)), ("phone", url)):
+        out = subprocess.run(
+            ["zbarimg", "-q", "--raw", "--nodbus", str(tmp_path / f"{name}.png")],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        assert out.stdout.rstrip("\n") == want
+
+
+@needs_browser
+def test_operator_console_logs_in_pauses_and_hides():
+    from playwright.async_api import async_playwright
+
+    async def main():
+        async with running() as (feed, service, http):
+            await push(feed, phone(ip="10.99.1.7", mac="02:a5:00:00:00:07"))
+            await until(lambda: len(service.hub.view.get("devices", {})) == 1)
+            async with async_playwright() as p:
+                browser, page = await open_page(p, str(http.base_url) + "/operator")
+                try:
+                    await page.fill("#password", PASSWORD)
+                    await page.click("#login button")
+                    await page.wait_for_selector("#console", state="visible", timeout=10000)
+                    assert await page.evaluate("document.cookie") == ""  # HttpOnly: not the page's
+                    await page.click("#pause")
+                    await until(lambda: service.builder.privacy.paused)
+                    await page.wait_for_selector("#devices li button")
+                    await page.click("#devices li button")
+                    await until(lambda: service.hub.view["devices"] == {})
+                    await page.select_option("#mode", "home")
+                    await until(lambda: service.builder.privacy.mode.value == "home")
+                    assert page.errors == []
+                finally:
+                    await browser.close()
+
+    asyncio.run(main())

@@ -1,0 +1,100 @@
+/**
+ * The operator console. The session lives in an HttpOnly cookie this script cannot read; the CSRF
+ * token comes back in every JSON answer and goes out in `X-CSRF-Token` on every POST. Device labels
+ * are whatever the public screen shows (pseudonyms in exhibit mode) and go in with textContent.
+ */
+
+const $ = (id) => document.getElementById(id);
+let csrf = "";
+
+function say(text) {
+  $("message").textContent = text;
+}
+
+async function call(path, body) {
+  const init = { credentials: "same-origin", headers: { "Content-Type": "application/json" } };
+  if (body !== undefined) {
+    init.method = "POST";
+    init.headers["X-CSRF-Token"] = csrf;
+    init.body = JSON.stringify(body);
+  }
+  const resp = await fetch(path, init);
+  const data = await resp.json().catch(() => ({}));
+  if (data.csrf) csrf = data.csrf;
+  return { ok: resp.ok, status: resp.status, data };
+}
+
+function render(state) {
+  $("login").hidden = true;
+  $("console").hidden = false;
+  $("mode").value = state.mode;
+  $("lang").value = state.lang;
+  $("pause").textContent = state.paused ? "Resume the screen" : "Pause the screen";
+  $("pause").dataset.paused = state.paused ? "1" : "";
+  $("hidden-count").textContent = state.hidden ? `(${state.hidden} hidden)` : "";
+  const list = $("devices");
+  list.replaceChildren();
+  for (const dev of state.devices) {
+    const li = document.createElement("li");
+    const name = document.createElement("span");
+    name.textContent = `${dev.label} (${dev.connections} connections)`;
+    const hide = document.createElement("button");
+    hide.type = "button";
+    hide.textContent = "Hide";
+    hide.addEventListener("click", () => act("/api/operator/hide", { device: dev.id }, `${dev.label} hidden`));
+    li.append(name, hide);
+    list.append(li);
+  }
+}
+
+async function act(path, body, done) {
+  const { ok, status, data } = await call(path, body);
+  if (status === 401) {
+    $("console").hidden = true;
+    $("login").hidden = false;
+    say("Please log in again.");
+    return;
+  }
+  if (!ok) {
+    say(data.error || `failed (${status})`);
+    return;
+  }
+  render(data);
+  if (done) say(done);
+}
+
+async function refresh() {
+  const { ok, data } = await call("/api/operator/state");
+  if (ok) render(data);
+}
+
+$("login").addEventListener("submit", async (ev) => {
+  ev.preventDefault();
+  const { ok, status, data } = await call("/api/operator/login", { password: $("password").value });
+  $("password").value = "";
+  if (!ok) {
+    say(status === 429 ? "Too many attempts: wait a minute." : data.error || "Login failed.");
+    return;
+  }
+  say("");
+  await refresh();
+});
+$("mode").addEventListener("change", () => act("/api/operator/mode", { mode: $("mode").value }, "Mode changed."));
+$("lang").addEventListener("change", () => act("/api/operator/language", { lang: $("lang").value }, "Language changed."));
+$("pause").addEventListener("click", () =>
+  act("/api/operator/pause", { paused: !$("pause").dataset.paused }, "Done."),
+);
+$("reset").addEventListener("click", () => {
+  if (window.confirm("Forget every device now?")) act("/api/operator/reset", {}, "Everyone was forgotten.");
+});
+$("logout").addEventListener("click", async () => {
+  await call("/api/operator/logout", {});
+  $("console").hidden = true;
+  $("login").hidden = false;
+  say("Logged out.");
+});
+
+refresh();
+setInterval(() => {
+  if (!$("console").hidden) refresh();
+}, 5000);
