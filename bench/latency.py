@@ -21,7 +21,6 @@ import asyncio
 import contextlib
 import json
 import random
-import socket
 import statistics
 import sys
 import time
@@ -36,67 +35,11 @@ import uvicorn
 
 from apviz.lab.lab import Lab
 from apviz.lab.serve import lab_config
-from apviz.live.diff import apply
+from bench._common import free_port, percentile, say
+from tests.sseview import ViewFollower
 
 TARGET_MS = 250.0
 NAMES = ("static.criteo.net", "graph.facebook.com", "googleads.g.doubleclick.net", "www.google.com")
-
-
-def say(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def percentile(values: list[float], q: float) -> float:
-    """Nearest-rank percentile: the value at least ``q`` of the samples do not exceed."""
-    ordered = sorted(values)
-    rank = max(1, min(len(ordered), round(q * len(ordered) + 0.5)))
-    return ordered[rank - 1]
-
-
-class Follower:
-    """Rebuilds the view from the stream and wakes waiters on every event."""
-
-    def __init__(self) -> None:
-        self.view: dict[str, Any] = {}
-        self.changed = asyncio.Event()
-
-    async def follow(self, response: httpx.Response) -> None:
-        fields: dict[str, str] = {}
-        async for line in response.aiter_lines():
-            if line:
-                if not line.startswith(":"):
-                    key, _, value = line.partition(": ")
-                    fields[key] = value
-                continue
-            if "data" in fields:
-                data = json.loads(fields["data"])
-                if fields.get("event") == "snapshot":
-                    self.view = data["view"]
-                else:
-                    self.view = apply(self.view, data["changes"])
-                self.changed.set()
-            fields = {}
-
-    def connections(self) -> int:
-        return int(self.view.get("totals", {}).get("connections", -1))
-
-    async def until_connections(self, n: int, timeout: float) -> float:
-        """Monotonic time at which the view first counted ``n`` connections."""
-        deadline = time.monotonic() + timeout
-        while self.connections() < n:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise TimeoutError(f"the stream never counted {n} connections (has {self.connections()})")
-            self.changed.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.changed.wait(), left)
-        return time.monotonic()
 
 
 @contextlib.asynccontextmanager
@@ -122,11 +65,15 @@ async def serving(lab: Lab) -> AsyncIterator[str]:
         await task
 
 
+def counted(view: dict[str, Any]) -> int:
+    return int(view.get("totals", {}).get("connections", -1))
+
+
 async def measure(lab: Lab, connections: int, seed: int) -> list[float]:
     rng = random.Random(seed)
     phone = lab.phones[0]
     latencies: list[float] = []
-    follower = Follower()
+    follower = ViewFollower()
     async with (
         serving(lab) as base,
         httpx.AsyncClient(base_url=base, timeout=30) as http,
@@ -134,9 +81,9 @@ async def measure(lab: Lab, connections: int, seed: int) -> list[float]:
     ):
         reader = asyncio.create_task(follower.follow(response))
         try:
-            while follower.connections() < 0:
+            while counted(follower.view) < 0:
                 await asyncio.sleep(0.01)
-            count = follower.connections()
+            count = counted(follower.view)
             for i in range(connections):
                 name = NAMES[i % len(NAMES)]
                 resolved = await asyncio.to_thread(lab.phone_resolve, phone, name)
@@ -144,7 +91,9 @@ async def measure(lab: Lab, connections: int, seed: int) -> list[float]:
                 started = time.monotonic()
                 await asyncio.to_thread(lab.phone_connect, phone, None, 200, address=resolved.addresses[0])
                 count += 1
-                seen = await follower.until_connections(count, 5.0)
+                _, seen = await follower.until(
+                    lambda view, n=count: counted(view) >= n, 5.0, f"{count} connections"
+                )
                 latencies.append((seen - started) * 1000)
                 if (i + 1) % 50 == 0:
                     say(f"{i + 1}/{connections}: p50 {statistics.median(latencies):.0f} ms")

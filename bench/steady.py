@@ -43,7 +43,8 @@ if TYPE_CHECKING:
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.fanout import Stats, cpu_seconds, free_port, rss_mb, sse_client  # noqa: E402
+from bench._common import cpu_seconds, free_port, rss_mb  # noqa: E402
+from bench.fanout import Stats, sse_client  # noqa: E402
 
 TARGET_CPU_PCT = 10.0
 TARGET_RSS_MB = 150.0
