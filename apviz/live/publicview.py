@@ -79,6 +79,14 @@ class _Acc:
         }
 
 
+def _into(table: dict[Any, _Acc], key: Any, acc: _Acc) -> None:
+    """Add ``acc`` into ``table[key]`` (no throw-away accumulator per call, unlike setdefault)."""
+    mine = table.get(key)
+    if mine is None:
+        table[key] = mine = _Acc()
+    mine.merge(acc)
+
+
 def _rank(acc: dict[str, _Acc], n: int) -> set[str]:
     """The ``n`` biggest keys by bytes, then connections; when more than ``n`` exist, keep n-1 + other."""
     if len(acc) <= n:
@@ -102,6 +110,7 @@ class ViewBuilder:
         self.privacy = privacy if privacy is not None else Privacy()
         self._frozen: dict[str, Any] | None = None
         self._cache: OrderedDict[tuple[str | None, str], Destination] = OrderedDict()
+        self._public: dict[tuple[object, ...], Destination] = {}
         self._ids: dict[str, str] = {}
 
     # ---------------------------------------------------------------------------- lookups
@@ -119,6 +128,7 @@ class ViewBuilder:
     def invalidate(self) -> None:
         """Forget cached descriptions (a database was replaced)."""
         self._cache.clear()
+        self._public.clear()
 
     def device_id(self, key: str) -> str:
         """A stable, non-reversible public id for a device key (MAC)."""
@@ -137,8 +147,18 @@ class ViewBuilder:
         return self.privacy.device_label(dev.key, dev.hostname, self.device_id(dev.key))
 
     def public(self, name: str | None, address: str) -> Destination:
-        """The description the public view may show (see :mod:`apviz.live.privacy`)."""
-        return self.privacy.destination(self.describe(name, address))
+        """The description the public view may show (see :mod:`apviz.live.privacy`).
+
+        Cached per mode and language, so one (name, address) is one object per build: the build
+        groups flows by that object's identity.
+        """
+        key = (name, address, self.privacy.mode, self.privacy.lang)
+        hit = self._public.get(key)
+        if hit is None:
+            hit = self._public[key] = self.privacy.destination(self.describe(name, address))
+            if len(self._public) > self.options.describe_cache:
+                self._public.clear()
+        return hit
 
     def refreeze(self) -> None:
         """Retake a paused screen's picture at the next build (after a forget, hide or reset: a
@@ -170,34 +190,46 @@ class ViewBuilder:
         dev_acc: dict[str, _Acc] = {}
         org_acc: dict[str, _Acc] = {}
         cty_acc: dict[str, _Acc] = {}
-        rows: list[tuple[str, str, str, FlowRecord, bool]] = []
+        rows: list[tuple[str, str, str, _Acc]] = []
         org_meta: dict[str, Destination] = {}
         org_domains: dict[str, dict[str, int]] = {}
         cty_names: dict[str, str] = {}
         places: dict[str, tuple[Destination, _Acc]] = {}
+        # First fold flows into (device, destination) groups: thousands of flows become a few
+        # hundred groups, and everything after works per group. Descriptions are cached objects,
+        # so their identity is a cheap, stable group key.
+        groups: dict[tuple[str, int], _Acc] = {}
+        dests: dict[int, Destination] = {}
         for rec in state.flows.values():
             if privacy.hidden(rec.device):
                 continue
             d = self.public(rec.name, rec.dst)
-            tracker = d.tracker is not None
+            key = (rec.device, id(d))
+            acc = groups.get(key)
+            if acc is None:
+                acc = groups[key] = _Acc()
+                dests[id(d)] = d
+            acc.add(rec, d.tracker is not None)
+        for (device, did), acc in groups.items():
+            d = dests[did]
             cty, cty_name = self._country_key(d)
             cty_names[cty] = cty_name
             org_meta.setdefault(d.org, d)
             if d.domain:
                 doms = org_domains.setdefault(d.org, {})
-                doms[d.domain] = doms.get(d.domain, 0) + rec.bytes + 1
-            if tracker and org_meta[d.org].tracker is None:
+                doms[d.domain] = doms.get(d.domain, 0) + acc.bytes + acc.connections
+            if d.tracker is not None and org_meta[d.org].tracker is None:
                 org_meta[d.org] = d
-            dev_acc.setdefault(rec.device, _Acc()).add(rec, tracker)
-            org_acc.setdefault(d.org, _Acc()).add(rec, tracker)
-            cty_acc.setdefault(cty, _Acc()).add(rec, tracker)
-            rows.append((rec.device, d.org, cty, rec, tracker))
+            _into(dev_acc, device, acc)
+            _into(org_acc, d.org, acc)
+            _into(cty_acc, cty, acc)
+            rows.append((device, d.org, cty, acc))
             if d.lat is not None and d.lon is not None:
                 pkey = f"{d.country or ''}|{d.city or ''}|{d.lat:.2f}|{d.lon:.2f}"
                 place = places.get(pkey)
                 if place is None:
                     place = places[pkey] = (d, _Acc())
-                place[1].add(rec, tracker)
+                place[1].merge(acc)
 
         keep_dev = _rank(dev_acc, opts.top_devices)
         keep_org = _rank(org_acc, opts.top_orgs)
@@ -205,14 +237,23 @@ class ViewBuilder:
 
         nodes: dict[str, _Acc] = {}
         links: dict[tuple[str, str], _Acc] = {}
-        for dev, org, cty, rec, tracker in rows:
+        # Nodes are the column totals, the ones not kept folded into "other".
+        for prefix, column, keep in (
+            ("d:", dev_acc, keep_dev),
+            ("o:", org_acc, keep_org),
+            ("c:", cty_acc, keep_cty),
+        ):
+            for key, acc in column.items():
+                if key in keep:
+                    nodes[prefix + (self.device_id(key) if prefix == "d:" else key)] = acc
+                else:
+                    _into(nodes, prefix + OTHER, acc)
+        for dev, org, cty, acc in rows:
             dn = "d:" + (self.device_id(dev) if dev in keep_dev else OTHER)
             on = "o:" + (org if org in keep_org else OTHER)
             cn = "c:" + (cty if cty in keep_cty else OTHER)
-            for node in (dn, on, cn):
-                nodes.setdefault(node, _Acc()).add(rec, tracker)
-            links.setdefault((dn, on), _Acc()).add(rec, tracker)
-            links.setdefault((on, cn), _Acc()).add(rec, tracker)
+            _into(links, (dn, on), acc)
+            _into(links, (on, cn), acc)
 
         by_public_id = {self.device_id(k): state.devices.get(k) for k in dev_acc}
         sankey_nodes = {}
