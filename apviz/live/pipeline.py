@@ -38,7 +38,7 @@ class Pipeline:
         self,
         state: LiveState,
         sources: list[NamedSource],
-        queue_size: int = 65536,
+        queue_size: int = 16384,
         expire_interval: float = 1.0,
         max_backoff: float = 30.0,
     ) -> None:

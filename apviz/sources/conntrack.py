@@ -232,7 +232,7 @@ class ConntrackSource:
         groups: int = DEFAULT_GROUPS,
         rcvbuf: int = DEFAULT_RCVBUF,
         refresh_interval: float | None = 10.0,
-        max_pending: int = 200_000,
+        max_pending: int = 50_000,
         read_batch: int = 512,
     ) -> None:
         """
