@@ -24,45 +24,19 @@ import random
 import statistics
 import sys
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import httpx
-import uvicorn
 
 from apviz.lab.lab import Lab
-from apviz.lab.serve import lab_config
-from bench._common import free_port, percentile, say
-from tests.sseview import ViewFollower
+from bench._common import percentile, say
+from tests.sseview import ViewFollower, serving
 
 TARGET_MS = 250.0
 NAMES = ("static.criteo.net", "graph.facebook.com", "googleads.g.doubleclick.net", "www.google.com")
-
-
-@contextlib.asynccontextmanager
-async def serving(lab: Lab) -> AsyncIterator[str]:
-    from apviz.app import build_service
-    from apviz.server.app import create_app
-
-    port = free_port()
-    service = build_service(lab_config(lab, port, state={"flow_hold": 3600.0}))
-    server = uvicorn.Server(
-        uvicorn.Config(create_app(service), host="127.0.0.1", port=port, log_level="warning", lifespan="on")
-    )
-    task = asyncio.create_task(server.serve())
-    try:
-        while not server.started:
-            if task.done():
-                task.result()
-            await asyncio.sleep(0.01)
-        await asyncio.wait_for(service.pipeline.ready.wait(), 10)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        await task
 
 
 def counted(view: dict[str, Any]) -> int:
@@ -75,7 +49,7 @@ async def measure(lab: Lab, connections: int, seed: int) -> list[float]:
     latencies: list[float] = []
     follower = ViewFollower()
     async with (
-        serving(lab) as base,
+        serving(lab, flow_hold=3600.0) as base,
         httpx.AsyncClient(base_url=base, timeout=30) as http,
         http.stream("GET", "/events") as response,
     ):

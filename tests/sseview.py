@@ -9,13 +9,50 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import socket
 import time
-from collections.abc import Callable
-from typing import Any
+from collections.abc import AsyncIterator, Callable
+from typing import TYPE_CHECKING, Any
 
 import httpx
+import uvicorn
 
 from apviz.live.diff import apply
+
+if TYPE_CHECKING:
+    from apviz.lab.lab import Lab
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.asynccontextmanager
+async def serving(lab: Lab, flow_hold: float) -> AsyncIterator[str]:
+    """The service as ``apviz lab --view serve`` builds it, on loopback; yields its base URL once
+    the server listens and the sources are up."""
+    from apviz.app import build_service
+    from apviz.lab.serve import lab_config
+    from apviz.server.app import create_app
+
+    port = free_port()
+    service = build_service(lab_config(lab, port, state={"flow_hold": flow_hold}))
+    server = uvicorn.Server(
+        uvicorn.Config(create_app(service), host="127.0.0.1", port=port, log_level="warning", lifespan="on")
+    )
+    task = asyncio.create_task(server.serve())
+    try:
+        while not server.started:
+            if task.done():
+                task.result()
+            await asyncio.sleep(0.01)
+        await asyncio.wait_for(service.pipeline.ready.wait(), 10)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        await task
 
 
 class ViewFollower:

@@ -12,18 +12,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import socket
 import time
-from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 
-from apviz.lab.lab import Lab
-from apviz.lab.serve import lab_config
-from tests.sseview import ViewFollower
+from tests.sseview import ViewFollower, serving
 
 pytestmark = pytest.mark.lab
 
@@ -32,36 +27,6 @@ ORG, DOMAIN, COUNTRY, CATEGORY = "Criteo", "criteo.net", "FR", "advertising"
 FLOW_HOLD = 2.0
 HOLD = 1.0  # seconds the phone keeps the connection open
 LATENCY_LIMIT = 1.0
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@contextlib.asynccontextmanager
-async def serving(lab: Lab) -> AsyncIterator[str]:
-    """The service as ``apviz lab --view serve`` builds it, on loopback, with a short flow_hold."""
-    from apviz.app import build_service
-    from apviz.server.app import create_app
-
-    port = free_port()
-    service = build_service(lab_config(lab, port, state={"flow_hold": FLOW_HOLD}))
-    server = uvicorn.Server(
-        uvicorn.Config(create_app(service), host="127.0.0.1", port=port, log_level="warning", lifespan="on")
-    )
-    task = asyncio.create_task(server.serve())
-    try:
-        while not server.started:
-            if task.done():
-                task.result()
-            await asyncio.sleep(0.01)
-        await asyncio.wait_for(service.pipeline.ready.wait(), 10)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        await task
 
 
 def node(view: dict[str, Any], kind: str, **want: Any) -> dict[str, Any] | None:
@@ -100,7 +65,7 @@ def test_tracker_connection_reaches_the_stream_within_a_second_and_leaves(lab_fa
 
     async def main() -> None:
         follower = ViewFollower()
-        async with serving(lab) as base, httpx.AsyncClient(base_url=base, timeout=30) as http:
+        async with serving(lab, FLOW_HOLD) as base, httpx.AsyncClient(base_url=base, timeout=30) as http:
             async with http.stream("GET", "/events") as response:
                 reader = asyncio.create_task(follower.follow(response))
                 try:
