@@ -97,7 +97,8 @@ class Service:
         while True:
             with contextlib.suppress(TimeoutError):
                 # The timeout only keeps the events-per-second figure fresh while all is quiet.
-                await asyncio.wait_for(self._wake.wait(), self.tick)
+                async with asyncio.timeout(self.tick):
+                    await self._wake.wait()
             self._wake.clear()
             now = loop.time()
             if self._dirty:

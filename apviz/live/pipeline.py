@@ -9,6 +9,7 @@ memory stays bounded and nothing is silently half-applied.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterable, Callable
 from dataclasses import dataclass
@@ -98,10 +99,10 @@ class Pipeline:
         next_expire = loop.time() + self.expire_interval
         while True:
             timeout = max(0.0, next_expire - loop.time())
-            try:
-                event = await asyncio.wait_for(self.queue.get(), timeout)
-            except TimeoutError:
-                event = None
+            event = None
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(timeout):
+                    event = await self.queue.get()
             if event is not None:
                 self.state.apply(event)
                 # Drain what is already queued before telling observers, so one burst is one update.

@@ -115,7 +115,8 @@ async def device_stream(service: Service, client: Client, address: str, key: str
                     yield encode("detail", f"{hub.epoch}.{sent}", detail)
             client.resync = False  # the next delta is a wake-up again
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(client.queue.get(), timeout=REFRESH_SECONDS)
+                async with asyncio.timeout(REFRESH_SECONDS):
+                    await client.queue.get()
             while not client.queue.empty():
                 client.queue.get_nowait()
     finally:

@@ -325,7 +325,8 @@ class ConntrackSource:
             return
         timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._wake.wait(), timeout)
+            async with asyncio.timeout(timeout):
+                await self._wake.wait()
 
     async def _resync(self) -> Event:
         """After a loss: wait until the stale queue is drained, then take a fresh dump."""

@@ -140,7 +140,10 @@ class DnsmasqJournalSource:
                     if count % self.batch == 0:
                         await asyncio.sleep(0)  # a long history must not starve the loop
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(wake.wait(), self.poll_interval)
+                    # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancel that
+                    # races the wake-up, and the consumer's cancel then never ends this loop.
+                    async with asyncio.timeout(self.poll_interval):
+                        await wake.wait()
                 wake.clear()
                 if reader.process() == self._journal.INVALIDATE:
                     self.invalidations += 1  # files rotated or vacuumed: the reader re-scanned
