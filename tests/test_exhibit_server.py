@@ -194,11 +194,11 @@ def test_forget_me_clears_the_phone_from_the_kiosk_within_two_seconds():
             assert mine not in view["devices"] and len(view["devices"]) == 1
             assert MAC not in service.state.devices
 
-            # The phone keeps talking (first as "ip:127.0.0.1", then under its MAC): still off the kiosk.
+            # The phone keeps talking (a new connection, then a lease renewal): still off the kiosk.
             await push(feed, phone(fid=3)[1:])
-            await until(lambda: "ip:127.0.0.1" in service.state.devices)
+            await until(lambda: MAC in service.state.devices)  # the address is still known to be its
             await push(feed, phone(fid=4))
-            await until(lambda: MAC in service.state.devices)
+            await until(lambda: len(service.state.device_flows(MAC)) == 2)
             service.publish_now()
             assert len(service.hub.view["devices"]) == 1
             assert (await http.post("/api/me/forget")).status_code == 200  # still its own to forget

@@ -140,3 +140,27 @@ def test_time_wait_in_a_refresh_dump_ends_the_flow():
     done.tcp_state = "TIME_WAIT"
     st.apply(FlowSnapshot([done], "refresh"))
     assert not by_id(st, 3).open and by_id(st, 3).bytes == 30
+
+
+def test_forgotten_device_comes_back_only_with_new_connections_under_its_mac():
+    st, _, _ = make()
+    mac = "02:a5:00:00:00:01"
+    st.apply(LeaseSnapshot((Lease(0, mac, "10.99.1.10", "phone", None),)))
+    old, ended = flow(1, "10.99.1.10", "198.18.2.10"), flow(2, "10.99.1.10", "198.18.2.11")
+    st.apply(FlowEvent(FlowEventKind.NEW, old))
+    st.apply(FlowEvent(FlowEventKind.NEW, ended))
+    st.forget_device(mac)
+    assert mac not in st.devices and not st.flows
+
+    # The periodic dump still lists the open connection: it stays forgotten.
+    st.apply(FlowSnapshot((old, ended), "refresh"))
+    st.apply(FlowEvent(FlowEventKind.DESTROY, ended))  # the kernel ends one: no longer remembered
+    st.apply(FlowSnapshot((old,), "refresh"))
+    assert not st.flows and mac not in st.devices
+    assert len(st._forgotten) == 1
+
+    # A new connection brings the device back under its MAC (the lease mapping is the network's).
+    st.apply(FlowEvent(FlowEventKind.NEW, flow(3, "10.99.1.10", "198.18.2.12")))
+    assert [r.id for r in st.flows.values()] == [3] and st.flows[next(iter(st.flows))].device == mac
+    st.apply(FlowSnapshot((flow(3, "10.99.1.10", "198.18.2.12"),), "refresh"))  # the old one is gone now
+    assert not st._forgotten

@@ -69,15 +69,16 @@ TRACKERS = {"Criteo", "Yandex"}
 
 
 @contextlib.asynccontextmanager
-async def lab_service(lab: Lab) -> AsyncIterator[tuple[Service, int]]:
+async def lab_service(lab: Lab, **sections: dict[str, object]) -> AsyncIterator[tuple[Service, int]]:
     """``apviz serve`` on the lab, in this event loop: the kiosk on 127.0.0.1:PORT, the phones on
-    the gateway's LAN address (10.99.1.1:PORT) inside the gateway namespace."""
+    the gateway's LAN address (10.99.1.1:PORT) inside the gateway namespace. ``sections`` override
+    the lab's configuration (``exhibit={"mode": "exhibit"}``)."""
     from apviz.app import build_service
     from apviz.lab.serve import lab_config, lab_sockets
     from apviz.server.app import create_app
 
     port = free_port()
-    service = build_service(lab_config(lab, port))
+    service = build_service(lab_config(lab, port, **sections))
     sockets = lab_sockets(lab, port)
     server = uvicorn.Server(
         uvicorn.Config(

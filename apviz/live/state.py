@@ -39,6 +39,10 @@ CLOSED_TCP = frozenset({"TIME_WAIT", "CLOSE", "LAST_ACK"})
 DEFAULT_LAN = ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "fc00::/7", "fe80::/10")
 
 
+#: Bound on remembered forgotten connections (a reset with 100k open flows must not grow without end).
+MAX_FORGOTTEN_FLOWS = 200_000
+
+
 def networks(cidrs: Iterable[str]) -> tuple[Network, ...]:
     """Parse CIDRs, raising a ValueError that names the bad one."""
     out = []
@@ -88,6 +92,9 @@ class LiveState:
         self._ip_to_mac: dict[str, str] = {}  # from leases and DHCP (authoritative)
         self._neigh_mac: dict[str, str] = {}  # from the neighbour table (fallback)
         self._pairs: dict[tuple[str, str], set[tuple[object, ...]]] = {}
+        # Connections of forgotten devices that the kernel still tracks: the periodic dump must not
+        # bring them back. Dropped when the kernel ends them (DESTROY, or absent from a dump).
+        self._forgotten: set[tuple[object, ...]] = set()
         self._lan_cache: dict[str, bool] = {}
         # Bumped by every event that may alter what a view shows without a Change (byte counters,
         # leases). DNS lines do not bump it: a name alters a view only through FLOW_NAMED. The
@@ -231,6 +238,10 @@ class LiveState:
             self._emit(ChangeKind.FLOW_END, flow=rec)
 
     def _apply_flow_event(self, ev: FlowEvent, now: float) -> None:
+        if ev.flow.key in self._forgotten:
+            if ev.kind is FlowEventKind.DESTROY:
+                self._forgotten.discard(ev.flow.key)
+            return
         rec = self._upsert(ev.flow, now)
         if rec is not None and (ev.kind is FlowEventKind.DESTROY or ev.flow.tcp_state in CLOSED_TCP):
             self._end(rec, now)
@@ -242,12 +253,15 @@ class LiveState:
         present: set[tuple[object, ...]] = set()
         for flow in snap.flows:
             present.add(flow.key)
+            if flow.key in self._forgotten:
+                continue
             rec = self._upsert(flow, now)
             if rec is not None and flow.tcp_state in CLOSED_TCP:
                 self._end(rec, now)  # the kernel keeps it ~2 min in TIME_WAIT; the visitor's is over
         for rec in list(self.flows.values()):
             if rec.closed_at is None and rec.key not in present:
                 self._end(rec, now)
+        self._forgotten &= present
 
     # ------------------------------------------------------------------------------ names
 
@@ -342,20 +356,25 @@ class LiveState:
             self.forget_device(dev.key)
 
     def forget_device(self, key: str) -> None:
-        """Remove a device, its flows and what it resolved."""
+        """Remove a device, its flows and what it resolved.
+
+        Which MAC holds which address is kept: it is the network's current state (dnsmasq has it
+        too), not something the visitor did, and without it the device's next connection would come
+        back under a provisional ``ip:`` key, a different public id and colour, until its lease
+        is next rewritten. Its connections that are still open stay forgotten: the next dump of
+        the table must not bring the past back; only new connections show again.
+        """
         dev = self.devices.pop(key, None)
         if dev is None:
             return
         for rec in [r for r in self.flows.values() if r.device == key]:
             del self.flows[rec.key]
+            if rec.closed_at is None and len(self._forgotten) < MAX_FORGOTTEN_FLOWS:
+                self._forgotten.add(rec.key)
             self._pairs.get((rec.client, rec.dst), set()).discard(rec.key)
             self._emit(ChangeKind.FLOW_GONE, flow=rec)
         for ip in dev.ips:
             self.names.forget_client(ip)
-            if self._ip_to_mac.get(ip) == key:
-                del self._ip_to_mac[ip]
-            if self._neigh_mac.get(ip) == key:
-                del self._neigh_mac[ip]
         self._emit(ChangeKind.DEVICE_GONE, device=dev)
 
     def device_flows(self, key: str) -> list[FlowRecord]:
