@@ -164,3 +164,29 @@ def test_forgotten_device_comes_back_only_with_new_connections_under_its_mac():
     assert [r.id for r in st.flows.values()] == [3] and st.flows[next(iter(st.flows))].device == mac
     st.apply(FlowSnapshot((flow(3, "10.99.1.10", "198.18.2.12"),), "refresh"))  # the old one is gone now
     assert not st._forgotten
+
+
+def test_a_visitor_who_walked_away_is_forgotten_though_the_kernel_keeps_their_connection():
+    clock = Clock()
+    cfg = StateConfig(lan=networks(["10.99.1.0/24"]), forget_after=60.0)
+    st = LiveState(cfg, clock)
+    mac = "02:a5:00:00:00:02"
+    st.apply(LeaseSnapshot((Lease(0, mac, "10.99.1.11", "phone", None),)))
+    open_flow = flow(1, "10.99.1.11", "198.18.2.10", up=100, down=1000)
+    st.apply(FlowEvent(FlowEventKind.NEW, open_flow))
+    clock.t += 50
+    st.apply(FlowSnapshot((flow(1, "10.99.1.11", "198.18.2.10", up=200, down=3000),), "refresh"))
+    clock.t += 50  # 50 s since a byte last moved: still here
+    st.expire()
+    assert mac in st.devices
+    clock.t += 20  # an established entry stays in conntrack for days; only the server still sends
+    st.apply(FlowSnapshot((flow(1, "10.99.1.11", "198.18.2.10", up=200, down=3400),), "refresh"))
+    st.expire()
+    assert mac not in st.devices and not st.flows
+
+    # Without forget_after (home), an open connection keeps its device.
+    st2 = LiveState(StateConfig(lan=networks(["10.99.1.0/24"]), device_idle=60.0), clock)
+    st2.apply(FlowEvent(FlowEventKind.NEW, open_flow))
+    clock.t += 1000
+    st2.expire()
+    assert len(st2.devices) == 1

@@ -221,11 +221,15 @@ class LiveState:
 
     def _update_counters(self, rec: FlowRecord, flow: Flow, now: float) -> None:
         if flow.orig_bytes or flow.reply_bytes or flow.orig_packets:
-            moved = flow.orig_bytes != rec.bytes_up or flow.reply_bytes != rec.bytes_down
+            sent = flow.orig_bytes != rec.bytes_up
+            moved = sent or flow.reply_bytes != rec.bytes_down
             rec.bytes_up, rec.bytes_down = flow.orig_bytes, flow.reply_bytes
             rec.packets_up, rec.packets_down = flow.orig_packets, flow.reply_packets
             if moved:
                 rec.last_seen = now
+            # Only what the device sends shows it is still here: a server goes on retransmitting
+            # to a phone that has left for a quarter of an hour (and even a download has its ACKs).
+            if sent:
                 dev = self.devices.get(rec.device)
                 if dev is not None:
                     dev.last_seen = now
@@ -343,13 +347,14 @@ class LiveState:
             self._emit(ChangeKind.FLOW_GONE, flow=rec)
         busy = {r.device for r in self.flows.values() if r.closed_at is None}
         wall = time.time()
+        after = self.config.forget_after
         for dev in list(self.devices.values()):
-            if dev.key in busy:
-                continue
             idle = now - dev.last_seen
-            after = self.config.forget_after
+            # No byte moved for ``forget_after`` seconds: the visitor has gone, even though the kernel
+            # still tracks their connections (an established TCP entry outlives a phone that walked
+            # away by days) and their lease runs on.
             if after is None or idle < after:
-                if idle < self.config.device_idle:
+                if dev.key in busy or idle < self.config.device_idle:
                     continue
                 if dev.lease_expiry is not None and (dev.lease_expiry == 0 or dev.lease_expiry > wall):
                     continue
