@@ -77,17 +77,21 @@ class LiveLab:
                 raise AssertionError(f"timed out after {timeout} s waiting for {what or predicate}")
             await asyncio.sleep(0.02)
 
-    def flow(self, client: str, sport: int, dport: int = 443) -> FlowRecord | None:
+    def flow(self, client: str, sport: int, dport: int = 443, dst: str | None = None) -> FlowRecord | None:
+        """The flow from ``client:sport`` (the kernel reuses a source port towards another address:
+        give ``dst`` when a test makes many connections)."""
         for rec in self.state.flows.values():
-            if rec.client == client and rec.sport == sport and rec.dport == dport:
+            if rec.client == client and rec.sport == sport and rec.dport == dport and dst in (None, rec.dst):
                 return rec
         return None
 
-    async def named_flow(self, client: str, sport: int, timeout: float = 5.0) -> FlowRecord:
+    async def named_flow(
+        self, client: str, sport: int, timeout: float = 5.0, dst: str | None = None
+    ) -> FlowRecord:
         """The flow, once it has a name credited by its own device (or the timeout)."""
 
         def ready() -> FlowRecord | None:
-            rec = self.flow(client, sport)
+            rec = self.flow(client, sport, dst=dst)
             return rec if rec is not None and rec.name_source == "asked" else None
 
         return await self.wait_for(ready, timeout, f"a named flow from {client}:{sport}")
