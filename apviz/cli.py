@@ -1,4 +1,4 @@
-"""The ``apviz`` command: ``top``, ``lab`` (and later ``serve``, ``doctor``).
+"""The ``apviz`` command: ``serve``, ``top``, ``lab``, ``record``, ``replay``, ``doctor``, ...
 
 Each subcommand is a small function that turns its arguments into options and hands over to the
 module that does the work; nothing here reads the network itself.
@@ -18,6 +18,7 @@ from apviz import config as config_mod
 from apviz.app import DEFAULT_LEASES, build, source_options, state_config
 from apviz.config import Config, ConfigError
 from apviz.logsetup import setup_logging
+from apviz.replay.cli import add_record_parsers, add_serve_record_arguments, serve_recorder
 
 log = logging.getLogger("apviz")
 
@@ -130,7 +131,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from apviz.server.run import serve
 
     cfg = _config_from_args(args)
-    asyncio.run(serve(cfg))
+    recorder = serve_recorder(args, cfg.exhibit.mode)
+    asyncio.run(serve(cfg, None if recorder is None else lambda service: service.taps.append(recorder)))
     return 0
 
 
@@ -180,6 +182,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, metavar="N", help="TCP port (default from config: 8080)")
     serve.add_argument("--data-dir", type=Path, metavar="DIR", help="where the data packages are installed")
     _add_source_arguments(serve)
+    add_serve_record_arguments(serve)
     serve.set_defaults(func=cmd_serve)
 
     cfg = sub.add_parser("config", help="check the configuration, or print its reference or an example")
@@ -195,6 +198,8 @@ def build_parser() -> argparse.ArgumentParser:
     from apviz.operator_cli import add_operator_parser
 
     add_operator_parser(sub)  # apviz operator hash-password
+
+    add_record_parsers(sub)  # apviz record, apviz replay
 
     from apviz.lab.cli import add_lab_parser
 

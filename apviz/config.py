@@ -40,6 +40,15 @@ class ServerConfig:
     tick_hz: float = _key("How often per second views are recomputed and sent (at most 4).", 4.0)
     max_streams_per_address: int = _key("Event streams one client address may hold at once.", 8)
     client_queue: int = _key("Updates buffered per browser before it is resynchronised with a snapshot.", 16)
+    max_connections_per_address: int = _key(
+        "Open connections one client address may hold, event streams included; more are refused (429).",
+        64,
+    )
+    request_timeout: float = _key(
+        "Seconds a client has to send a whole request (headers and body) before its connection is "
+        "closed; stops connections that send a byte at a time from holding the server.",
+        10.0,
+    )
 
     def check(self) -> None:
         try:
@@ -50,6 +59,13 @@ class ServerConfig:
         _range("server.tick_hz", self.tick_hz, 0.1, 4)
         _range("server.max_streams_per_address", self.max_streams_per_address, 1, 10000)
         _range("server.client_queue", self.client_queue, 1, 10000)
+        _range("server.max_connections_per_address", self.max_connections_per_address, 1, 10000)
+        if self.max_connections_per_address < self.max_streams_per_address:
+            raise ConfigError(
+                "server.max_connections_per_address must be at least server.max_streams_per_address "
+                f"({self.max_streams_per_address}), got {self.max_connections_per_address}"
+            )
+        _range("server.request_timeout", self.request_timeout, 1, 300)
 
 
 @dataclass
@@ -150,7 +166,12 @@ class ExhibitConfig:
         "'home': real device names and every domain.",
         "exhibit",
     )
-    language: str = _key("Language of the kiosk and the pseudonyms: 'en' or 'de'.", "en")
+    language: str = _key(
+        "Language of the kiosk and the pseudonyms: 'en', 'de' or 'fr' (the operator console can switch "
+        "it live). The phone page follows each phone's own language setting, but shows the pseudonym "
+        "in this language, the words the visitor finds on the big screen.",
+        "en",
+    )
     forget_after: float = _key(
         "Seconds without traffic after which everything about a device is forgotten, even while its "
         "DHCP lease runs on.",
@@ -164,12 +185,20 @@ class ExhibitConfig:
     ssid: str = _key("Name of the visitors' Wi-Fi, shown on the kiosk's join card; empty: no card.", "")
     wifi_password: str = _key("Password of the visitors' Wi-Fi, put in the join QR code; empty: open.", "")
     phone_url: str = _key("Address of the phone page for the second QR code, e.g. http://apviz.lan/me.", "")
+    attract_after: float = _key(
+        "Minutes without an active visitor device after which the kiosk plays attract_recording in a "
+        "loop, labelled as a recording; the first active device brings the live view back. 0: off.",
+        0.0,
+    )
+    attract_recording: str = _key(
+        "Recording played in attract mode, made by `apviz record` (or `apviz serve --record`).", ""
+    )
 
     def check(self) -> None:
         if self.mode not in ("exhibit", "classroom", "home"):
             raise ConfigError(f"exhibit.mode must be 'exhibit', 'classroom' or 'home', got {self.mode!r}")
-        if self.language not in ("en", "de"):
-            raise ConfigError(f"exhibit.language must be 'en' or 'de', got {self.language!r}")
+        if self.language not in ("en", "de", "fr"):
+            raise ConfigError(f"exhibit.language must be 'en', 'de' or 'fr', got {self.language!r}")
         _range("exhibit.forget_after", self.forget_after, 10, 86400 * 7)
         if len(self.ssid.encode()) > 32:
             raise ConfigError(f"exhibit.ssid is longer than 32 bytes: {self.ssid!r}")
@@ -177,6 +206,11 @@ class ExhibitConfig:
             raise ConfigError("exhibit.wifi_password must be 8 to 63 characters (WPA) or empty")
         if self.phone_url and not self.phone_url.startswith(("http://", "https://")):
             raise ConfigError(f"exhibit.phone_url must start with http:// or https://: {self.phone_url!r}")
+        _range("exhibit.attract_after", self.attract_after, 0, 24 * 60)
+        if self.attract_after and not self.attract_recording:
+            raise ConfigError(
+                "exhibit.attract_after needs exhibit.attract_recording: a file made by `apviz record`"
+            )
 
 
 @dataclass
@@ -242,9 +276,14 @@ def _coerce(key: str, value: Any, kind: Any, from_env: bool = False) -> Any:
             except ValueError:
                 pass
         elif isinstance(value, int | float) and not isinstance(value, bool):
-            return float(value)
+            try:
+                return float(value)
+            except OverflowError:  # a TOML integer too big for a float: out of every range
+                raise ConfigError(f"{key} must be a number of sensible size, got {value!r}") from None
     elif kind is str:
         if isinstance(value, str):
+            if from_env and not _is_utf8(value):
+                raise ConfigError(f"{key} must be UTF-8 text; it holds bytes that are not")
             return value
     elif origin is list:
         if isinstance(value, str):
@@ -252,6 +291,15 @@ def _coerce(key: str, value: Any, kind: Any, from_env: bool = False) -> Any:
         if isinstance(value, list) and all(isinstance(v, str) for v in value):
             return value
     raise wrong
+
+
+def _is_utf8(text: str) -> bool:
+    """False for an environment string carrying undecodable bytes (Python keeps them as surrogates)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _hints(cls: type) -> dict[str, Any]:
@@ -295,8 +343,12 @@ def load(path: Path | None, env: dict[str, str] | None = None) -> Config:
             data = tomllib.load(fh)
     except FileNotFoundError:
         raise ConfigError(f"config file {path} does not exist") from None
+    except UnicodeDecodeError as exc:  # tomllib decodes the bytes itself and lets this through
+        raise ConfigError(f"config file {path} is not UTF-8 ({exc.reason} at byte {exc.start})") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+    except OSError as exc:  # a directory, no permission, an I/O error
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror or exc}") from None
     return from_dict(data, env)
 
 

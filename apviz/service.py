@@ -17,18 +17,27 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from apviz.live.diff import diff
 from apviz.live.pipeline import NamedSource, Pipeline
 from apviz.live.publicview import ViewBuilder
 from apviz.live.state import LiveState
+from apviz.replay.attract import Attract, Screen
 from apviz.server.hub import Hub
 
 if TYPE_CHECKING:
     from apviz.config import Config
 
 log = logging.getLogger(__name__)
+
+
+class LiveTap(Protocol):
+    """Something that follows the live view (``apviz serve --record``'s recorder)."""
+
+    def live(self, view: dict[str, Any], delta: dict[str, Any]) -> None: ...
+
+    def close(self) -> None: ...
 
 
 class Service:
@@ -61,6 +70,11 @@ class Service:
         # The checked configuration, set by apviz.app.build_service: the exhibit's routes (operator
         # console, join card) read [exhibit] and [operator] from it. None: those routes stay off.
         self.config: Config | None = None
+        # Attract mode (apviz.replay.attract): when set, it decides whether the live view or a
+        # recording is on screen. The live view is built either way and kept here.
+        self.attract: Attract | None = None
+        self.live_view: dict[str, Any] = {}
+        self.taps: list[LiveTap] = []  # off unless the operator turns recording on
         state.observers.append(self._on_change)
         self.pipeline.after_apply.append(self._mark)
         self._task: asyncio.Task[None] | None = None
@@ -81,12 +95,25 @@ class Service:
     def publish_now(self) -> None:
         """Rebuild the view and publish its delta (the tick calls this; tests may too)."""
         view = self.builder.build(self.state)
-        delta = diff(self.hub.view, view)
+        delta = diff(self.live_view, view)
+        on_screen = not (self.hub.view.get("screen") or {}).get("recording")
         # "time" changes on every build; it is not a reason to wake every browser.
         if set(delta) == {"time"} and self.hub.seq:
-            self.hub.view = view
+            self.live_view = view
+            if on_screen:
+                self.hub.view = view
             return
-        self.hub.publish(view, delta)
+        self.live_view = view
+        for tap in self.taps:
+            tap.live(view, delta)
+        if self.attract is not None:
+            screen = self.attract.on_live(view)
+            if screen is Screen.RECORDING:
+                return
+            if screen is Screen.RESUMED or not on_screen:
+                self.hub.replace(view)
+                return
+        self.hub.publish(view, delta if on_screen else diff(self.hub.view, view))
 
     async def _ticker(self) -> None:
         """Publish soon after the first change, then at most once per ``tick`` while changes go on."""
@@ -121,6 +148,8 @@ class Service:
         async with asyncio.TaskGroup() as tg:
             tg.create_task(self.pipeline.run(), name="apviz-pipeline")
             tg.create_task(self._ticker(), name="apviz-ticker")
+            if self.attract is not None:
+                tg.create_task(self.attract.run(), name="apviz-attract")
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self.run(), name="apviz-service")
@@ -139,6 +168,8 @@ class Service:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        for tap in self.taps:
+            tap.close()
 
     def figures(self) -> dict[str, Any]:
         """Everything /metrics and /healthz report, read at request time."""

@@ -16,6 +16,7 @@ import json
 import os
 import select
 import shutil
+import signal
 import subprocess
 import sys
 import threading
@@ -432,6 +433,30 @@ class Lab:
             pid_file.unlink()
         self._start_gateway_dnsmasq()
         self._wait_file(pid_file, "gateway dnsmasq", "gw-dnsmasq")
+
+    def set_wan(self, up: bool) -> None:
+        """Take the gateway's WAN link down or bring it back (an uplink outage, a cable pulled).
+
+        The kernel drops the route to the internet with the link, and nothing puts it back when the
+        link returns (on a real box the DHCP client or ifupdown would), so ``up`` restores it too.
+        """
+        lines = [f"link set {self.wan} {'up' if up else 'down'}"]
+        if up:
+            lines.append(f"route replace {topology.INTERNET} via {topology.WAN_INTERNET_IP}")
+        topology.ip_batch(self.gateway_ns, lines)
+
+    def flush_conntrack(self) -> None:
+        """Empty the gateway's connection tracking table (``conntrack -F``, as an admin might)."""
+        self.exec_in(self.gateway_ns, ["conntrack", "-F"])
+
+    def renew_lease(self, phone: Phone | str) -> None:
+        """Make the phone's DHCP client renew its lease now (SIGUSR1 to busybox udhcpc); returns at
+        once: the new lease shows in the leases file and dnsmasq's log a moment later."""
+        phone = self.phone(phone)
+        proc = self._procs.get(f"p{phone.index}-udhcpc")
+        if proc is None or proc.poll() is not None:
+            raise LabError(f"{phone.hostname} has no running DHCP client")
+        proc.send_signal(signal.SIGUSR1)  # `ip netns exec` execs udhcpc: this PID is udhcpc itself
 
     # ----------------------------------------------------------------------------------------------
     # phones

@@ -32,7 +32,7 @@ from apviz.live.pseudonyms import LANGUAGES, Pseudonyms
 #: The shipped list of well-known domains (one registrable domain per line, ``#`` comments).
 DEFAULT_KNOWN_DOMAINS = Path(__file__).resolve().parents[2] / "data" / "known-domains.txt"
 
-UNKNOWN_SITE = {"en": "unknown site", "de": "unbekannte Seite"}
+UNKNOWN_SITE = {"en": "unknown site", "de": "unbekannte Seite", "fr": "site inconnu"}
 
 
 class Mode(StrEnum):

@@ -1,4 +1,4 @@
-"""Friendly names for devices on the public screen: "Yellow Fox", "Gelber Fuchs".
+"""Friendly names for devices on the public screen: "Yellow Fox", "Gelber Fuchs", "Renard jaune".
 
 A visitor chose their phone's DHCP hostname, so in exhibit and classroom modes the kiosk never shows
 it. Instead every device gets a colour and an animal. The colour is the one the kiosk already draws
@@ -8,7 +8,10 @@ counter. That makes a name stable while the device stays, unguessable from the M
 device comes back after it was forgotten (the counter moved on, and nothing about it was kept).
 
 German adjectives decline with the animal's gender without an article ("Gelber Fuchs", "Gelbe
-Eule", "Gelbes Pferd"), so each colour carries its three forms.
+Eule", "Gelbes Pferd"), so each colour carries its three forms. French puts the colour after the
+noun and makes it agree with the noun's own gender ("Renard vert", "Tortue verte"), so each colour
+has a masculine and a feminine form and each animal its French gender (which need not be the German
+one: "der Otter" but "la loutre").
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ import os
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-LANGUAGES = ("en", "de")
+LANGUAGES = ("en", "de", "fr")
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,10 +30,15 @@ class Colour:
     de_m: str
     de_f: str
     de_n: str
+    fr_m: str
+    fr_f: str
 
     def word(self, lang: str, gender: str) -> str:
+        """The colour as it goes with a noun of ``gender`` ("m", "f" or "n") in ``lang``."""
         if lang == "de":
             return {"m": self.de_m, "f": self.de_f, "n": self.de_n}[gender]
+        if lang == "fr":
+            return self.fr_f if gender == "f" else self.fr_m
         return self.en
 
 
@@ -39,72 +47,74 @@ class Animal:
     en: str
     de: str
     gender: str  # "m" | "f" | "n": the German noun's gender
+    fr: str
+    fr_gender: str  # "m" | "f": the French noun's gender
 
 
 #: Index i names the colour of ``.dev-c{i}`` in web/css/base.css; keep both in step.
 COLOURS: tuple[Colour, ...] = (
-    Colour("Yellow", "Gelber", "Gelbe", "Gelbes"),  # #f0e442
-    Colour("Orange", "Oranger", "Orange", "Oranges"),  # #e69f00
-    Colour("Pink", "Pinker", "Pinke", "Pinkes"),  # #cc79a7
-    Colour("Purple", "Violetter", "Violette", "Violettes"),  # #b9a2ff
-    Colour("Golden", "Goldener", "Goldene", "Goldenes"),  # #d6b27c
-    Colour("Green", "Grüner", "Grüne", "Grünes"),  # #b8e04a
-    Colour("Silver", "Silberner", "Silberne", "Silbernes"),  # #e3e9ef
+    Colour("Yellow", "Gelber", "Gelbe", "Gelbes", "jaune", "jaune"),  # #f0e442
+    Colour("Orange", "Oranger", "Orange", "Oranges", "orange", "orange"),  # #e69f00
+    Colour("Pink", "Pinker", "Pinke", "Pinkes", "rose", "rose"),  # #cc79a7
+    Colour("Purple", "Violetter", "Violette", "Violettes", "violet", "violette"),  # #b9a2ff
+    Colour("Golden", "Goldener", "Goldene", "Goldenes", "doré", "dorée"),  # #d6b27c
+    Colour("Green", "Grüner", "Grüne", "Grünes", "vert", "verte"),  # #b8e04a
+    Colour("Silver", "Silberner", "Silberne", "Silbernes", "argenté", "argentée"),  # #e3e9ef
 )
 
 ANIMALS: tuple[Animal, ...] = tuple(
-    Animal(en, de, g)
-    for en, de, g in (
-        ("Fox", "Fuchs", "m"),
-        ("Owl", "Eule", "f"),
-        ("Otter", "Otter", "m"),
-        ("Bear", "Bär", "m"),
-        ("Wolf", "Wolf", "m"),
-        ("Hedgehog", "Igel", "m"),
-        ("Badger", "Dachs", "m"),
-        ("Hare", "Hase", "m"),
-        ("Deer", "Hirsch", "m"),
-        ("Squirrel", "Eichhörnchen", "n"),
-        ("Beaver", "Biber", "m"),
-        ("Lynx", "Luchs", "m"),
-        ("Eagle", "Adler", "m"),
-        ("Falcon", "Falke", "m"),
-        ("Penguin", "Pinguin", "m"),
-        ("Dolphin", "Delfin", "m"),
-        ("Whale", "Wal", "m"),
-        ("Seal", "Robbe", "f"),
-        ("Turtle", "Schildkröte", "f"),
-        ("Frog", "Frosch", "m"),
-        ("Lizard", "Eidechse", "f"),
-        ("Tiger", "Tiger", "m"),
-        ("Lion", "Löwe", "m"),
-        ("Zebra", "Zebra", "n"),
-        ("Giraffe", "Giraffe", "f"),
-        ("Elephant", "Elefant", "m"),
-        ("Panda", "Panda", "m"),
-        ("Koala", "Koala", "m"),
-        ("Kangaroo", "Känguru", "n"),
-        ("Camel", "Kamel", "n"),
-        ("Horse", "Pferd", "n"),
-        ("Goat", "Ziege", "f"),
-        ("Sheep", "Schaf", "n"),
-        ("Cat", "Katze", "f"),
-        ("Mouse", "Maus", "f"),
-        ("Bee", "Biene", "f"),
-        ("Butterfly", "Schmetterling", "m"),
-        ("Ladybird", "Marienkäfer", "m"),
-        ("Snail", "Schnecke", "f"),
-        ("Octopus", "Krake", "m"),
-        ("Crab", "Krabbe", "f"),
-        ("Shark", "Hai", "m"),
-        ("Parrot", "Papagei", "m"),
-        ("Flamingo", "Flamingo", "m"),
-        ("Swan", "Schwan", "m"),
-        ("Duck", "Ente", "f"),
-        ("Raven", "Rabe", "m"),
-        ("Hamster", "Hamster", "m"),
-        ("Llama", "Lama", "n"),
-        ("Moose", "Elch", "m"),
+    Animal(en, de, g, fr, fr_g)
+    for en, de, g, fr, fr_g in (
+        ("Fox", "Fuchs", "m", "Renard", "m"),
+        ("Owl", "Eule", "f", "Chouette", "f"),
+        ("Otter", "Otter", "m", "Loutre", "f"),
+        ("Bear", "Bär", "m", "Ours", "m"),
+        ("Wolf", "Wolf", "m", "Loup", "m"),
+        ("Hedgehog", "Igel", "m", "Hérisson", "m"),
+        ("Badger", "Dachs", "m", "Blaireau", "m"),
+        ("Hare", "Hase", "m", "Lièvre", "m"),
+        ("Deer", "Hirsch", "m", "Cerf", "m"),
+        ("Squirrel", "Eichhörnchen", "n", "Écureuil", "m"),
+        ("Beaver", "Biber", "m", "Castor", "m"),
+        ("Lynx", "Luchs", "m", "Lynx", "m"),
+        ("Eagle", "Adler", "m", "Aigle", "m"),
+        ("Falcon", "Falke", "m", "Faucon", "m"),
+        ("Penguin", "Pinguin", "m", "Pingouin", "m"),
+        ("Dolphin", "Delfin", "m", "Dauphin", "m"),
+        ("Whale", "Wal", "m", "Baleine", "f"),
+        ("Seal", "Robbe", "f", "Phoque", "m"),
+        ("Turtle", "Schildkröte", "f", "Tortue", "f"),
+        ("Frog", "Frosch", "m", "Grenouille", "f"),
+        ("Lizard", "Eidechse", "f", "Lézard", "m"),
+        ("Tiger", "Tiger", "m", "Tigre", "m"),
+        ("Lion", "Löwe", "m", "Lion", "m"),
+        ("Zebra", "Zebra", "n", "Zèbre", "m"),
+        ("Giraffe", "Giraffe", "f", "Girafe", "f"),
+        ("Elephant", "Elefant", "m", "Éléphant", "m"),
+        ("Panda", "Panda", "m", "Panda", "m"),
+        ("Koala", "Koala", "m", "Koala", "m"),
+        ("Kangaroo", "Känguru", "n", "Kangourou", "m"),
+        ("Camel", "Kamel", "n", "Chameau", "m"),
+        ("Horse", "Pferd", "n", "Cheval", "m"),
+        ("Goat", "Ziege", "f", "Chèvre", "f"),
+        ("Sheep", "Schaf", "n", "Mouton", "m"),
+        ("Cat", "Katze", "f", "Chat", "m"),
+        ("Mouse", "Maus", "f", "Souris", "f"),
+        ("Bee", "Biene", "f", "Abeille", "f"),
+        ("Butterfly", "Schmetterling", "m", "Papillon", "m"),
+        ("Ladybird", "Marienkäfer", "m", "Coccinelle", "f"),
+        ("Snail", "Schnecke", "f", "Escargot", "m"),
+        ("Octopus", "Krake", "m", "Pieuvre", "f"),
+        ("Crab", "Krabbe", "f", "Crabe", "m"),
+        ("Shark", "Hai", "m", "Requin", "m"),
+        ("Parrot", "Papagei", "m", "Perroquet", "m"),
+        ("Flamingo", "Flamingo", "m", "Flamant", "m"),
+        ("Swan", "Schwan", "m", "Cygne", "m"),
+        ("Duck", "Ente", "f", "Canard", "m"),
+        ("Raven", "Rabe", "m", "Corbeau", "m"),
+        ("Hamster", "Hamster", "m", "Hamster", "m"),
+        ("Llama", "Lama", "n", "Lama", "m"),
+        ("Moose", "Elch", "m", "Élan", "m"),
     )
 )
 
@@ -120,10 +130,14 @@ def colour_index(public_id: str) -> int:
 
 
 def render(colour: int, animal: int, lang: str = "en") -> str:
-    """The words for a (colour, animal) pair in ``lang`` ("en" or "de")."""
+    """The words for a (colour, animal) pair in ``lang`` (one of :data:`LANGUAGES`)."""
     a = ANIMALS[animal]
-    noun = a.de if lang == "de" else a.en
-    return f"{COLOURS[colour].word(lang, a.gender)} {noun}"
+    c = COLOURS[colour]
+    if lang == "fr":
+        return f"{a.fr} {c.word('fr', a.fr_gender)}"
+    if lang == "de":
+        return f"{c.word('de', a.gender)} {a.de}"
+    return f"{c.en} {a.en}"
 
 
 class Pseudonyms:

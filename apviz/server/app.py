@@ -17,6 +17,7 @@ from starlette.routing import Route
 
 from apviz.server.exhibit import exhibit_routes
 from apviz.server.hub import TooManyStreams
+from apviz.server.limits import RequestLimits
 from apviz.server.me import me_routes
 from apviz.server.metrics import make_registry, render
 from apviz.server.static import SecurityHeaders, static_routes
@@ -51,7 +52,12 @@ def create_app(service: Service, manage_service: bool = True, web_dir: Path | st
 
     async def healthz(request: Request) -> Response:
         ready = service.pipeline.ready.is_set()
-        body = {"status": "ok" if ready else "starting", "uptime": round(time.time() - service.started, 1)}
+        body: dict[str, Any] = {
+            "status": "ok" if ready else "starting",
+            "uptime": round(time.time() - service.started, 1),
+        }
+        if service.attract is not None:  # a missing or damaged recording shows here, never as an error
+            body["attract"] = service.attract.status()
         return JSONResponse(body, status_code=200 if ready else 503)
 
     async def state(request: Request) -> Response:
@@ -96,4 +102,5 @@ def create_app(service: Service, manage_service: bool = True, web_dir: Path | st
     ]
     routes += exhibit_routes(service, web_dir)  # /api/me/forget, /operator, /api/operator/*, join card
     routes += static_routes(web_dir)
-    return Starlette(routes=routes, lifespan=lifespan, middleware=[Middleware(SecurityHeaders)])
+    middleware = [Middleware(SecurityHeaders), Middleware(RequestLimits)]  # 431/413 over 16/64 KiB
+    return Starlette(routes=routes, lifespan=lifespan, middleware=middleware)

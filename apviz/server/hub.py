@@ -40,6 +40,13 @@ class Client:
     dropped: int = 0
     scope: Any = field(default=None, repr=False)  # what the client may see (e.g. its own device only)
 
+    def restart(self) -> None:
+        """Drop the backlog and send a snapshot next (the picture was replaced, not changed)."""
+        while not self.queue.empty():
+            self.queue.get_nowait()
+        self.resync = True
+        self.queue.put_nowait(None)  # wake the reader: it sends a snapshot
+
     def offer(self, message: bytes) -> bool:
         """Queue a message; on overflow drop the backlog and ask for a snapshot instead."""
         if self.resync:
@@ -94,6 +101,18 @@ class Hub:
         for client in self.clients:
             if not client.offer(message):
                 self.stats["dropped"] += 1
+
+    def replace(self, view: dict[str, Any]) -> None:
+        """Put a different picture on screen (live view <-> a recording): every client gets it as a
+        fresh snapshot, and no delta across the switch is kept for resuming clients, so nothing of
+        one picture is animated into the other."""
+        self.view = view
+        self.seq += 1
+        self._snapshot = None
+        self._history.clear()
+        self.stats["published"] += 1
+        for client in self.clients:
+            client.restart()
 
     def _id(self) -> str:
         return f"{self.epoch}.{self.seq}"

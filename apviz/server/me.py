@@ -11,6 +11,11 @@ stream (so the per-address limit and the bounded queue apply), but uses the hub'
 a wake-up: each time the public view changes it rebuilds this one device's detail and sends it if
 it differs from what this browser last got. Because the message is per device, it is encoded per
 client, never shared.
+
+Every answer carries ``lang``: the language the page should speak, negotiated here from the
+browser's ``Accept-Language`` (:mod:`apviz.server.lang`). The device's ``label`` (its pseudonym)
+stays in the kiosk's language on purpose: the visitor must find exactly these words on the big
+screen.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from apviz.server.hub import Client, TooManyStreams, encode
+from apviz.server.lang import negotiate
 from apviz.service import Service
 
 REFRESH_SECONDS = 5.0  # at most this long between checks, even when the public view is quiet
@@ -74,15 +80,28 @@ def _detail(service: Service, key: str) -> dict[str, Any] | None:
     return service.builder.device_detail(service.state, service.builder.device_id(key))
 
 
-def _error(status: int, message: str) -> Response:
-    return JSONResponse({"error": message}, status_code=status, headers={"Cache-Control": "no-store"})
+_HEADERS = {"Cache-Control": "no-store", "Vary": "Accept-Language"}
 
 
-def _json(body: dict[str, Any]) -> Response:
-    return JSONResponse(body, headers={"Cache-Control": "no-store"})
+def page_language(request: Request) -> str:
+    """The language of the phone page for this request (``en`` unless the browser prefers another)."""
+    return negotiate(request.headers.get("accept-language"))
 
 
-async def device_stream(service: Service, client: Client, address: str, key: str) -> AsyncIterator[bytes]:
+def _error(status: int, message: str, lang: str | None = None) -> Response:
+    body: dict[str, Any] = {"error": message}
+    if lang is not None:
+        body["lang"] = lang
+    return JSONResponse(body, status_code=status, headers=_HEADERS)
+
+
+def _json(body: dict[str, Any], lang: str | None = None) -> Response:
+    return JSONResponse(body if lang is None else {**body, "lang": lang}, headers=_HEADERS)
+
+
+async def device_stream(
+    service: Service, client: Client, address: str, key: str, lang: str = "en"
+) -> AsyncIterator[bytes]:
     """Detail messages for the device ``key`` while ``address`` still belongs to it.
 
     The hub offers this client every delta; the queue only says "the view changed". A full queue
@@ -97,17 +116,18 @@ async def device_stream(service: Service, client: Client, address: str, key: str
     try:
         while True:
             if requesting_device(service, address) != key:
-                yield encode("gone", f"{hub.epoch}.{sent}", {"error": GONE})
+                yield encode("gone", f"{hub.epoch}.{sent}", {"error": GONE, "lang": lang})
                 return
             public_id = builder.device_id(key)
-            summary = hub.view.get("devices", {}).get(public_id)
+            summary = service.live_view.get("devices", {}).get(public_id)  # not a recording
             now = time.monotonic()
             if last_body is None or summary != last_summary or now - last_built >= REFRESH_SECONDS:
                 last_summary, last_built = summary, now
                 detail = _detail(service, key)
                 if detail is None:
-                    yield encode("gone", f"{hub.epoch}.{sent}", {"error": GONE})
+                    yield encode("gone", f"{hub.epoch}.{sent}", {"error": GONE, "lang": lang})
                     return
+                detail["lang"] = lang
                 body = json.dumps(detail, sort_keys=True, ensure_ascii=False)
                 if body != last_body:
                     last_body = body
@@ -127,11 +147,12 @@ def me_routes(service: Service, heartbeat: float = 15.0) -> list[BaseRoute]:
     """``/api/me``, ``/api/me/events`` and the owner-only ``/api/devices/{device_id}``."""
 
     async def me(request: Request) -> Response:
+        lang = page_language(request)
         key = requesting_device(service, client_address(request))
         detail = _detail(service, key) if key is not None else None
         if detail is None:
-            return _error(404, NOT_A_DEVICE)
-        return _json(detail)
+            return _error(404, NOT_A_DEVICE, lang)
+        return _json(detail, lang)
 
     async def me_events(request: Request) -> Response:
         # Imported here: the app module imports this one, and its stream response releases the
@@ -140,14 +161,15 @@ def me_routes(service: Service, heartbeat: float = 15.0) -> list[BaseRoute]:
 
         address = client_address(request)
         key = requesting_device(service, address)
+        lang = page_language(request)
         if address is None or key is None:
-            return _error(404, NOT_A_DEVICE)
+            return _error(404, NOT_A_DEVICE, lang)
         try:
             client = service.hub.connect(address, None)
         except TooManyStreams:
-            return _error(429, "too many event streams from this address; close other tabs")
+            return _error(429, "too many event streams from this address; close other tabs", lang)
         return _Stream(
-            device_stream(service, client, address, key),
+            device_stream(service, client, address, key, lang),
             on_close=lambda: service.hub.disconnect(client),
             ping=heartbeat,
             send_timeout=30.0,
@@ -157,13 +179,14 @@ def me_routes(service: Service, heartbeat: float = 15.0) -> list[BaseRoute]:
     async def device(request: Request) -> Response:
         # Only the device itself: anyone else gets the same 403 whether or not the id exists, so
         # the answer does not even tell who is still here.
+        lang = page_language(request)
         key = requesting_device(service, client_address(request))
         if key is None or service.builder.device_id(key) != request.path_params["device_id"]:
-            return _error(403, NOT_YOURS)
+            return _error(403, NOT_YOURS, lang)
         detail = _detail(service, key)
         if detail is None:
-            return _error(404, GONE)
-        return _json(detail)
+            return _error(404, GONE, lang)
+        return _json(detail, lang)
 
     return [
         Route("/api/me", me),

@@ -12,7 +12,9 @@ without the password:
   whether or not the password was close, so guessing is slow from every side.
 
 Actions: switch the mode, switch the language, pause (freeze) the screen, reset (forget everyone),
-and hide one device from the public screen.
+and hide one device from the public screen. Downloads: the session summary (:mod:`apviz.live.summary`)
+as CSV and as an SVG picture, for the lesson afterwards; they are GETs (nothing changes, so no CSRF
+token), still refused without a session.
 """
 
 from __future__ import annotations
@@ -34,10 +36,12 @@ from starlette.responses import FileResponse, JSONResponse, PlainTextResponse, R
 from starlette.routing import BaseRoute, Route
 
 from apviz.live.privacy import Mode, check_language
+from apviz.live.summary import SessionSummary
 from apviz.server.forget import forget_device
 from apviz.server.guard import RateLimit, same_origin
 from apviz.server.me import client_address
 from apviz.server.static import default_web_dir
+from apviz.server.summary_export import filename, to_csv, to_svg
 from apviz.service import Service
 
 COOKIE = "apviz_operator"
@@ -130,6 +134,11 @@ def operator_routes(service: Service, web_dir: Path | str | None = None) -> list
     web = Path(web_dir) if web_dir is not None else default_web_dir()
     builder, state = service.builder, service.state
     privacy = builder.privacy
+    # Counted from now (the service starts with the app) until the operator's reset; only while the
+    # console is on, so an exhibit without an operator pays nothing for it.
+    summary = SessionSummary(state, builder.describe, privacy, started=service.started)
+    if stored:
+        state.observers.append(summary.observe)
 
     def off() -> Response:
         return _json({"error": "the operator console is off: set operator.password_hash"}, 404)
@@ -173,7 +182,7 @@ def operator_routes(service: Service, web_dir: Path | str | None = None) -> list
     def status() -> dict[str, Any]:
         devices = [
             {"id": d["id"], "label": d["label"], "connections": d["connections"], "bytes": d["bytes"]}
-            for d in service.hub.view.get("devices", {}).values()
+            for d in service.live_view.get("devices", {}).values()  # the live devices, even in attract mode
         ]
         devices.sort(key=lambda d: d["label"])
         return {
@@ -185,13 +194,20 @@ def operator_routes(service: Service, web_dir: Path | str | None = None) -> list
 
     Action = Callable[[dict[str, Any]], dict[str, Any] | None]
 
+    def refused(request: Request) -> Response | Session:
+        """The request's session, or the answer for a request without one."""
+        if not stored:
+            return off()
+        session = sessions.get(request.cookies.get(COOKIE))
+        if session is None:
+            return _json({"error": "log in first"}, 401)
+        return session
+
     def guarded(action: Action) -> Callable[[Request], Awaitable[Response]]:
         async def endpoint(request: Request) -> Response:
-            if not stored:
-                return off()
-            session = sessions.get(request.cookies.get(COOKIE))
-            if session is None:
-                return _json({"error": "log in first"}, 401)
+            session = refused(request)
+            if isinstance(session, Response):
+                return session
             if request.method == "GET":
                 return _json({**status(), "csrf": session.csrf})
             if not same_origin(request):
@@ -227,6 +243,7 @@ def operator_routes(service: Service, web_dir: Path | str | None = None) -> list
         for key in list(state.devices):
             state.forget_device(key)
         privacy.forget_all()
+        summary.reset()  # after the forgets: the flows they drop must not land in the new session
 
     def hide(body: dict[str, Any]) -> dict[str, Any] | None:
         public_id = str(body["device"])
@@ -234,6 +251,25 @@ def operator_routes(service: Service, web_dir: Path | str | None = None) -> list
         if key is None or not forget_device(service, key):
             return {"error": "no such device (it may have left)"}
         return None
+
+    def download(
+        ext: str, media_type: str, render: Callable[[Any], str]
+    ) -> Callable[[Request], Awaitable[Response]]:
+        async def endpoint(request: Request) -> Response:
+            session = refused(request)
+            if isinstance(session, Response):
+                return session
+            current = summary.summary()
+            return Response(
+                render(current).encode("utf-8"),
+                media_type=media_type,
+                headers={
+                    "Cache-Control": "no-store",
+                    "Content-Disposition": f'attachment; filename="{filename(current, ext)}"',
+                },
+            )
+
+        return endpoint
 
     async def logout(request: Request) -> Response:
         sessions.drop(request.cookies.get(COOKIE))
@@ -251,4 +287,8 @@ def operator_routes(service: Service, web_dir: Path | str | None = None) -> list
         Route("/api/operator/pause", guarded(pause), methods=["POST"]),
         Route("/api/operator/reset", guarded(reset), methods=["POST"]),
         Route("/api/operator/hide", guarded(hide), methods=["POST"]),
+        Route(
+            "/api/operator/summary.csv", download("csv", "text/csv; charset=utf-8", to_csv), methods=["GET"]
+        ),
+        Route("/api/operator/summary.svg", download("svg", "image/svg+xml", to_svg), methods=["GET"]),
     ]

@@ -1,11 +1,12 @@
-"""The static front-end: three pages, the project's own css/js, and an allow-list of vendored files.
+"""The static front-end: three pages, the project's own css/js/i18n, and an allow-list of vendored files.
 
 Only the files the pages need leave ``web/node_modules``: the rest of a package (its sources, its
 README, a fixture that happens to be HTML) is not reachable at all, so a package update cannot
 quietly put new files on the kiosk's server. Every response, the API's and the event stream's
 included, carries a strict Content-Security-Policy: the pages load nothing from another host and
 run no inline script or style, so a hostile device name that ever slipped into markup would still
-not execute.
+not execute. The pages' words live in ``web/i18n/<lang>.json`` (``/static/i18n/``), fetched from
+this same origin (``connect-src 'self'``) and only ever put on screen as text.
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ def default_web_dir() -> Path:
 
 
 def static_routes(web_dir: Path | str | None = None) -> list[BaseRoute]:
-    """Routes for the pages, ``/static/{js,css}/...`` and the allow-listed ``/vendor/...`` files."""
+    """Routes for the pages, ``/static/{js,css,i18n}/...`` and the allow-listed ``/vendor/...`` files."""
     web = Path(web_dir) if web_dir is not None else default_web_dir()
 
     def page(name: str) -> Callable[[Request], Awaitable[Response]]:
@@ -73,7 +74,7 @@ def static_routes(web_dir: Path | str | None = None) -> list[BaseRoute]:
     routes: list[BaseRoute] = [Route(url, page(name), methods=["GET", "HEAD"]) for url, name in PAGES.items()]
     routes += [
         Mount(f"/static/{sub}", StaticFiles(directory=web / sub, check_dir=False), name=f"static-{sub}")
-        for sub in ("js", "css")
+        for sub in ("js", "css", "i18n")
     ]
     routes.append(Route("/vendor/{name}", vendor, methods=["GET", "HEAD"]))
     return routes

@@ -20,6 +20,7 @@ from apviz.events import Lease, LeaseSnapshot, SourceError
 log = logging.getLogger(__name__)
 
 MAX_HOSTNAME = 255
+MAX_CLIENT_ID = 1024  # DHCP option 61 holds 255 bytes, 765 characters as dnsmasq writes them
 
 
 def _mac(text: str) -> str | None:
@@ -36,17 +37,17 @@ def _mac(text: str) -> str | None:
 def parse_lease_line(line: str) -> Lease | None:
     """Parse ``expiry mac ip hostname client-id``; None for the ``duid`` line and malformed ones."""
     fields = line.split()
-    if len(fields) < 4 or fields[0] == "duid":
+    # dnsmasq writes the expiry as plain ASCII digits; int() would also take "+5", "1_000" and
+    # other scripts' digits, none of which dnsmasq writes.
+    if len(fields) < 4 or not (fields[0].isascii() and fields[0].isdigit()):
         return None
     try:
-        expiry = int(fields[0])
         ip = str(ipaddress.ip_address(fields[2]))
     except ValueError:
         return None
-    if expiry < 0:
-        return None
+    expiry = int(fields[0])
     hostname = None if fields[3] == "*" else fields[3][:MAX_HOSTNAME]
-    client_id = fields[4] if len(fields) > 4 and fields[4] != "*" else None
+    client_id = fields[4][:MAX_CLIENT_ID] if len(fields) > 4 and fields[4] != "*" else None
     return Lease(expiry=expiry, mac=_mac(fields[1]), ip=ip, hostname=hostname, client_id=client_id)
 
 

@@ -8,12 +8,18 @@
  * URL options: `?layout=rotate&every=20` shows one view at a time, switching every 20 s
  * (5..600); `?width=connections` sizes lines by connection counts instead of bytes; `?debug=1`
  * exposes `window.apviz` (view, timings) for the tests and the render benchmark.
+ *
+ * The language is the operator's (`view.screen.lang`): when it changes, the catalogue is loaded
+ * and everything is drawn again in the new words. `view.screen.paused` (the operator froze the
+ * picture) and `view.screen.recording` (the attract mode replays a recording) each show a banner,
+ * so a frozen or replayed picture is never taken for live.
  */
 
 import { MapView } from "./map.js";
 import { SankeyView } from "./sankey.js";
 import { LiveStream } from "./stream.js";
-import { attribution, formatCount, setText, STRINGS } from "./text.js";
+import { language, onLanguage, setLanguage, t } from "./i18n.js";
+import { attribution, formatCount, setText } from "./text.js";
 import { requireVendor } from "./vendor.js";
 import "./join.js"; // the join card (Wi-Fi and phone-page QR codes), when configured
 
@@ -26,7 +32,8 @@ const debug = params.get("debug") === "1";
 /** @param {string} id */
 const $ = (id) => /** @type {HTMLElement} */ (document.getElementById(id));
 
-function main() {
+async function main() {
+  await setLanguage("en"); // the fallback words, before the first view names the operator's language
   try {
     requireVendor("d3", "sankey", "topojson");
   } catch (err) {
@@ -64,6 +71,7 @@ function main() {
     map.render(view, added);
     first = false;
     updateCounters(view);
+    updateScreen(view);
     setText($("attribution"), attribution(view));
     setText($("metric-text"), widthText());
     const t1 = performance.now();
@@ -101,9 +109,35 @@ function main() {
     }
   }
 
+  /** The operator's language and the paused / recording banners, from `view.screen`. */
+  let wantedLang = "en";
+  /** @param {any} view */
+  function updateScreen(view) {
+    const screen = (view && view.screen) || {};
+    $("banner-paused").hidden = screen.paused !== true;
+    $("banner-recording").hidden = screen.recording !== true;
+    document.body.classList.toggle("paused", screen.paused === true);
+    document.body.classList.toggle("recording", screen.recording === true);
+    const lang = typeof screen.lang === "string" ? screen.lang : "en";
+    if (lang !== wantedLang) {
+      wantedLang = lang;
+      setLanguage(lang);
+    }
+  }
+
+  onLanguage(() => {
+    // New words everywhere: the status pill, the width hint, and a full redraw of the charts.
+    setText($("status-text"), t(`kiosk.status.${stream.status}`));
+    setText($("metric-text"), widthText());
+    if (stream.view) {
+      sankey.render(stream.view, new Map(), true);
+      map.render(stream.view, new Map());
+    }
+  });
+
   function widthText() {
-    if (sankey.effective === "connections" && metric === "bytes") return STRINGS.widthConnectionsFallback;
-    return sankey.effective === "bytes" ? STRINGS.widthBytes : STRINGS.widthConnections;
+    if (sankey.effective === "connections" && metric === "bytes") return t("kiosk.width.connectionsFallback");
+    return sankey.effective === "bytes" ? t("kiosk.width.bytes") : t("kiosk.width.connections");
   }
 
   const metricButton = $("metric");
@@ -123,7 +157,7 @@ function main() {
       const pill = $("status");
       pill.dataset.state = status;
       document.body.classList.toggle("offline", status !== "live");
-      setText($("status-text"), STRINGS[status] || status);
+      setText($("status-text"), t(`kiosk.status.${status}`));
     },
   });
   stream.start();
@@ -140,6 +174,7 @@ function main() {
     /** @type {any} */ (window).apviz = {
       stream,
       view: () => stream.view,
+      language,
       timings: () => timings.values(),
       frames: () => frames.values(),
       clearTimings: () => {

@@ -15,6 +15,7 @@
 
 import { featureAlpha2 } from "./iso3166.js";
 import { placeLabels } from "./labels.js";
+import { countryName, t } from "./i18n.js";
 import { clip } from "./text.js";
 import { d3, topojson } from "./vendor.js";
 
@@ -31,7 +32,7 @@ export class MapView {
     this.metric = opts.metric === "connections" ? "connections" : "bytes";
     this.width = 800;
     this.height = 420;
-    this.svg.attr("role", "img").attr("aria-label", "World map of where the data goes");
+    this.svg.attr("role", "img");
     this.gSphere = this.svg.append("path").attr("class", "sphere");
     this.gCountries = this.svg.append("g").attr("class", "countries");
     this.gArcs = this.svg.append("g").attr("class", "arcs");
@@ -102,6 +103,7 @@ export class MapView {
   render(view, added) {
     this.lastView = view;
     this.lastAdded = added;
+    this.svg.attr("aria-label", t("map.label"));
     if (!this.features.length) return; // the atlas is still loading; #load renders when it is in
     const proj = this.projection;
     const countries = view.countries || {};
@@ -171,7 +173,9 @@ export class MapView {
           .select("path.mark")
           .attr("d", (d) => (d.trackers > 0 ? triangle(radius(size(d))) : circle(radius(size(d))))),
       )
-      .call((g) => g.select("title").text((d) => clip([d.city, d.country_name].filter(Boolean).join(", "), 60)));
+      .call((g) =>
+        g.select("title").text((d) => clip([d.city, countryName(d.country, d.country_name)].filter(Boolean).join(", "), 60)),
+      );
 
     // ---- the exhibit itself
     this.gHome
@@ -213,7 +217,7 @@ export class MapView {
         key: code,
         x: xy[0],
         y: xy[1],
-        text: clip((c && c.name) || p.country_name || code, 18),
+        text: clip(countryName(code, (c && c.name) || p.country_name || code), 18),
         priority: c ? size(c) : size(p),
       });
     }

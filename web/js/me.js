@@ -10,9 +10,18 @@
  *
  * Like every page here it puts data on screen only as text: a DNS name is whatever the phone, or
  * an app on it, asked for, and the device name is whatever the phone called itself.
+ *
+ * Language: every answer of `/api/me` carries `lang`, the server's pick from the phone's
+ * Accept-Language; the page loads that catalogue. The pseudonym ("Yellow Fox") comes in the kiosk's
+ * language whatever the page speaks: the visitor must find the very same words on the big screen.
+ *
+ * "Forget me now" POSTs `/api/me/forget` (same origin: the browser sends Origin) and then shows a
+ * confirmation instead of the list: the phone keeps talking, and the page must not fill in again
+ * as if nothing happened.
  */
 
 import { deviceClass } from "./colours.js";
+import { countryName, language, setLanguage, t } from "./i18n.js";
 import { clip, DEFAULT_ATTRIBUTION, formatBytes, formatCount, setText } from "./text.js";
 
 const RETRY_MS = 5000;
@@ -35,6 +44,9 @@ const $ = (id) => /** @type {HTMLElement} */ (document.getElementById(id));
 /** @type {EventSource|null} */
 let source = null;
 let timer = 0;
+let forgotten = false;
+/** The live line's state and catalogue key, kept so a language switch can redraw it. */
+let liveKey = "me.connecting";
 
 /** @param {string} text */
 function message(text) {
@@ -43,11 +55,26 @@ function message(text) {
   setText(el, text);
 }
 
-/** @param {"connecting"|"live"|"waiting"} state @param {string} text */
-function status(state, text) {
+/** @param {"connecting"|"live"|"waiting"} state @param {string} key catalogue key of the text */
+function status(state, key) {
   const el = $("live");
   el.dataset.state = state;
-  setText(el, text);
+  liveKey = key;
+  setText(el, t(key));
+}
+
+// English is fetched at once, beside the first /api/me, so even "can't reach the exhibit" has words.
+const english = setLanguage("en");
+
+/**
+ * Speak the language the server chose for this phone (once it differs from the current one).
+ * @param {unknown} lang
+ */
+async function follow(lang) {
+  await english;
+  if (typeof lang !== "string" || lang === language()) return;
+  await setLanguage(lang);
+  setText($("live"), t(liveKey));
 }
 
 function clearDetail() {
@@ -59,30 +86,37 @@ function clearDetail() {
 /** Ask once; on success show it and switch to the stream, otherwise try again later. */
 async function poll() {
   clearTimeout(timer);
+  if (forgotten) return;
   let response;
   try {
     response = await fetch("/api/me", { cache: "no-store" });
   } catch {
-    status("waiting", "Can't reach the exhibit right now. Trying again…");
+    await english;
+    status("waiting", "me.unreachable");
     retry();
     return;
   }
-  if (response.ok) {
-    render(await response.json());
+  /** @type {any} */
+  let body = null;
+  try {
+    body = await response.json();
+  } catch {
+    /* not JSON: a proxy's error page; the status says enough */
+  }
+  await follow(body && body.lang);
+  if (forgotten) return;
+  if (response.ok && body) {
+    render(body);
     openStream();
     return;
   }
-  let text = `The exhibit answered with an error (${response.status}). Trying again…`;
   if (response.status === 404) {
     clearDetail();
-    try {
-      text = String((await response.json()).error || text);
-    } catch {
-      /* keep the generic text */
-    }
+    message(t("me.notDevice"));
+  } else {
+    message(t("me.serverError", { status: response.status }));
   }
-  message(text);
-  status("waiting", "Checking again in a few seconds…");
+  status("waiting", "me.checkingAgain");
   retry();
 }
 
@@ -95,16 +129,18 @@ function openStream() {
   if (source) source.close();
   const es = new EventSource("/api/me/events");
   source = es;
-  es.addEventListener("open", () => status("live", "Live: this page updates by itself."));
+  es.addEventListener("open", () => status("live", "me.live"));
   es.addEventListener("detail", (ev) => {
+    if (forgotten) return;
     render(JSON.parse(/** @type {MessageEvent} */ (ev).data));
-    status("live", "Live: this page updates by itself.");
+    status("live", "me.live");
   });
-  es.addEventListener("gone", (ev) => {
+  es.addEventListener("gone", () => {
     es.close();
     source = null;
+    if (forgotten) return;
     clearDetail();
-    message(String(JSON.parse(/** @type {MessageEvent} */ (ev).data).error || ""));
+    message(t("me.gone"));
     retry();
   });
   es.addEventListener("error", () => {
@@ -113,10 +149,10 @@ function openStream() {
     if (es.readyState === EventSource.CLOSED) {
       es.close();
       source = null;
-      status("waiting", "Reconnecting…");
+      status("waiting", "me.reconnecting");
       retry();
     } else {
-      status("connecting", "Reconnecting…");
+      status("connecting", "me.reconnecting");
     }
   });
 }
@@ -141,25 +177,27 @@ export function companies(dests) {
     c.connections += Number(d.connections) || 0;
     const name = d.name || d.domain;
     if (name) c.names.set(name, (c.names.get(name) || 0) + (Number(d.bytes) || 0) + 1);
-    const place = [d.city, d.country_name || d.country].filter(Boolean).join(", ");
+    const country = d.country_name || d.country ? countryName(d.country, String(d.country_name || d.country)) : "";
+    const place = [d.city, country].filter(Boolean).join(", ");
     if (place) c.places.set(place, (c.places.get(place) || 0) + (Number(d.bytes) || 0) + 1);
   }
   return [...byOrg.values()].sort((a, b) => b.bytes - a.bytes || b.connections - a.connections || (a.org < b.org ? -1 : 1));
 }
 
 /**
- * The destinations folded into countries, biggest first ("somewhere unknown" for no country).
+ * The destinations folded into countries, biggest first (`known: false` for no country).
  * @param {Destination[]} dests
- * @returns {{name: string, bytes: number, orgs: Set<string>}[]}
+ * @returns {{name: string, known: boolean, bytes: number, orgs: Set<string>}[]}
  */
 export function countries(dests) {
-  /** @type {Map<string, {name: string, bytes: number, orgs: Set<string>}>} */
+  /** @type {Map<string, {name: string, known: boolean, bytes: number, orgs: Set<string>}>} */
   const byCountry = new Map();
   for (const d of dests) {
-    const name = d.country_name || d.country || "somewhere unknown";
+    const known = Boolean(d.country_name || d.country);
+    const name = known ? countryName(d.country, String(d.country_name || d.country)) : t("me.somewhereUnknown");
     let c = byCountry.get(name);
     if (!c) {
-      c = { name, bytes: 0, orgs: new Set() };
+      c = { name, known, bytes: 0, orgs: new Set() };
       byCountry.set(name, c);
     }
     c.bytes += Number(d.bytes) || 0;
@@ -170,6 +208,7 @@ export function countries(dests) {
 
 /** @param {Detail} detail */
 function render(detail) {
+  if (forgotten) return;
   message("");
   $("summary").hidden = false;
   const you = $("you");
@@ -181,17 +220,17 @@ function render(detail) {
   const orgs = companies(dests);
   const places = countries(dests);
   setText($("fig-companies"), formatCount(orgs.length));
-  setText($("fig-countries"), formatCount(places.filter((p) => p.name !== "somewhere unknown").length));
+  setText($("fig-countries"), formatCount(places.filter((p) => p.known).length));
   setText($("fig-trackers"), formatCount(orgs.filter((c) => c.tracker).length));
   setText($("fig-bytes"), formatBytes(detail.bytes));
   setText($("attribution"), clip(detail.attribution || DEFAULT_ATTRIBUTION, 160));
 
   // Rebuilt from scratch each time (bounded by MAX_COMPANIES): simple, and no old row survives.
   const rows = orgs.slice(0, MAX_COMPANIES).map(companyRow);
-  if (!rows.length) rows.push(none("Nothing yet. Open an app or a website and watch this list."));
+  if (!rows.length) rows.push(none(t("me.nothingYet")));
   $("companies").replaceChildren(...rows);
   const crows = places.map(countryRow);
-  if (!crows.length) crows.push(none("No countries yet."));
+  if (!crows.length) crows.push(none(t("me.noCountries")));
   $("countries").replaceChildren(...crows);
 }
 
@@ -225,29 +264,63 @@ function companyRow(c) {
   if (c.tracker) li.classList.add("is-tracker");
   const head = el("div", "head", "");
   head.append(el("span", "org", clip(c.org, 32)));
-  if (c.tracker) head.append(el("span", "tracker-badge", "⚠ tracker"));
+  if (c.tracker) head.append(el("span", "tracker-badge", t("me.trackerBadge")));
   head.append(el("span", "amount", formatBytes(c.bytes)));
   const names = ranked(c.names);
   const shown = names.slice(0, MAX_NAMES).map((n) => clip(n, 64));
-  if (names.length > MAX_NAMES) shown.push(`and ${names.length - MAX_NAMES} more`);
+  if (names.length > MAX_NAMES) shown.push(t("me.andMore", { n: formatCount(names.length - MAX_NAMES) }));
   const where = ranked(c.places).slice(0, 2);
   li.append(
     head,
-    el("div", "name", shown.join(" · ") || "(no name)"),
-    el("div", "where", clip(where.join(" · ") || "somewhere unknown", 64)),
+    el("div", "name", shown.join(" · ") || t("me.noName")),
+    el("div", "where", clip(where.join(" · ") || t("me.somewhereUnknown"), 64)),
   );
   return li;
 }
 
-/** @param {{name: string, bytes: number, orgs: Set<string>}} c */
+/** @param {{name: string, known: boolean, bytes: number, orgs: Set<string>}} c */
 function countryRow(c) {
   const li = document.createElement("li");
   li.append(
     el("span", "country", clip(c.name, 32)),
-    el("span", "orgs", c.orgs.size === 1 ? "1 company" : `${formatCount(c.orgs.size)} companies`),
+    el("span", "orgs", c.orgs.size === 1 ? t("me.oneCompany") : t("me.manyCompanies", { n: formatCount(c.orgs.size) })),
     el("span", "amount", formatBytes(c.bytes)),
   );
   return li;
 }
 
+/** Take this phone off the screen now; on success the page shows only the confirmation. */
+async function forgetMe() {
+  const button = /** @type {HTMLButtonElement} */ ($("forget-button"));
+  button.disabled = true;
+  setText(button, t("me.forget.working"));
+  let response = null;
+  try {
+    response = await fetch("/api/me/forget", { method: "POST", cache: "no-store", credentials: "same-origin" });
+  } catch {
+    /* shown below as a failure */
+  }
+  if (response && response.ok) {
+    forgotten = true;
+    clearTimeout(timer);
+    if (source) source.close();
+    source = null;
+    clearDetail();
+    message("");
+    $("forgotten").hidden = false;
+    $("live").hidden = true;
+    return;
+  }
+  button.disabled = false;
+  setText(button, t("me.forget.button"));
+  let error = $("forget").querySelector(".forget-error");
+  if (!error) {
+    error = el("p", "forget-error", "");
+    error.setAttribute("role", "alert");
+    $("forget").append(error);
+  }
+  setText(error, t("me.forget.failed", { status: response ? response.status : "—" }));
+}
+
+$("forget-button").addEventListener("click", forgetMe);
 poll();

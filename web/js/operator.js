@@ -50,9 +50,7 @@ function render(state) {
 async function act(path, body, done) {
   const { ok, status, data } = await call(path, body);
   if (status === 401) {
-    $("console").hidden = true;
-    $("login").hidden = false;
-    say("Please log in again.");
+    loggedOut();
     return;
   }
   if (!ok) {
@@ -61,6 +59,32 @@ async function act(path, body, done) {
   }
   render(data);
   if (done) say(done);
+}
+
+function loggedOut() {
+  $("console").hidden = true;
+  $("login").hidden = false;
+  say("Please log in again.");
+}
+
+/**
+ * The summary links download straight from the server (Content-Disposition: attachment). A click
+ * first checks the session, so an expired one brings back the login form instead of saving an
+ * error message as "summary.csv".
+ */
+async function download(ev) {
+  ev.preventDefault();
+  const link = ev.currentTarget;
+  const { ok, status } = await call("/api/operator/state");
+  if (status === 401) return loggedOut();
+  if (!ok) return say(`failed (${status})`);
+  const a = document.createElement("a");
+  a.href = link.href;
+  a.download = "";
+  document.body.append(a);
+  a.click();
+  a.remove();
+  say("Download started.");
 }
 
 async function refresh() {
@@ -87,6 +111,7 @@ $("pause").addEventListener("click", () =>
 $("reset").addEventListener("click", () => {
   if (window.confirm("Forget every device now?")) act("/api/operator/reset", {}, "Everyone was forgotten.");
 });
+for (const id of ["summary-csv", "summary-svg"]) $(id).addEventListener("click", download);
 $("logout").addEventListener("click", async () => {
   await call("/api/operator/logout", {});
   $("console").hidden = true;

@@ -15,11 +15,14 @@
  *   depend on colour vision alone.
  * - Each phone has its own colour (`colours.js`), the one its phone page shows too.
  * - Every label goes through `clip` and d3's `.text()`: device and company names are hostile text.
+ * - The page's own words (headings, "other companies", country names) come from the catalogue at
+ *   each render, so a language switch is just a redraw.
  */
 
 import { deviceClass } from "./colours.js";
 import { placeLabels } from "./labels.js";
-import { clip, formatBytes, formatCount, STRINGS } from "./text.js";
+import { countryName, t } from "./i18n.js";
+import { clip, formatBytes, formatCount } from "./text.js";
 import { d3 } from "./vendor.js";
 
 const COLUMN = { device: 0, org: 1, country: 2 };
@@ -42,14 +45,14 @@ export class SankeyView {
     this.effective = this.metric;
     this.width = 960;
     this.height = 720;
-    this.svg.attr("role", "img").attr("aria-label", "Which companies and countries the phones here talk to");
+    this.svg.attr("role", "img");
     this.gHeads = this.svg.append("g").attr("class", "sankey-heads");
     this.gLinks = this.svg.append("g").attr("class", "sankey-links");
     this.gNodes = this.svg.append("g").attr("class", "sankey-nodes");
     this.gLabels = this.svg.append("g").attr("class", "sankey-labels");
     this.gEmpty = this.svg.append("g").attr("class", "sankey-empty");
-    this.gEmpty.append("text").attr("class", "empty-title").text(STRINGS.waiting);
-    this.gEmpty.append("text").attr("class", "empty-hint").text(STRINGS.waitingMore);
+    this.gEmpty.append("text").attr("class", "empty-title");
+    this.gEmpty.append("text").attr("class", "empty-hint");
     this.generator = d3
       .sankey()
       .nodeId((/** @type {any} */ d) => d.id)
@@ -88,6 +91,9 @@ export class SankeyView {
    */
   render(view, added, instant = false) {
     this.lastView = view;
+    this.svg.attr("aria-label", t("sankey.label"));
+    this.gEmpty.select("text.empty-title").text(t("sankey.waiting"));
+    this.gEmpty.select("text.empty-hint").text(t("sankey.waitingMore"));
     const W = this.width;
     const H = this.height;
     const font = Math.max(16, Math.min(26, Math.round(H / 34)));
@@ -140,7 +146,7 @@ export class SankeyView {
     }
     const newLinks = added.get("links") || new Set();
     const newNodes = added.get("nodes") || new Set();
-    const t = this.svg.transition("sankey").duration(instant ? 0 : DURATION).ease(d3.easeCubicOut);
+    const tween = this.svg.transition("sankey").duration(instant ? 0 : DURATION).ease(d3.easeCubicOut);
 
     this.#heads(nodes, font, top);
 
@@ -156,11 +162,11 @@ export class SankeyView {
             .attr("d", this.path)
             .attr("stroke-width", 0),
         (update) => update,
-        (exit) => exit.classed("exiting", true).transition(t).attr("stroke-width", 0).remove(),
+        (exit) => exit.classed("exiting", true).transition(tween).attr("stroke-width", 0).remove(),
       )
       .classed("tracker", (d) => d.trackers > 0)
       .classed("other", (d) => d.source.other || d.target.other)
-      .transition(t)
+      .transition(tween)
       .attr("d", this.path)
       .attr("stroke-width", (d) => Math.max(1.5, d.width));
 
@@ -178,11 +184,11 @@ export class SankeyView {
             .attr("y", (d) => (d.y0 + d.y1) / 2)
             .attr("height", 0),
         (update) => update,
-        (exit) => exit.classed("exiting", true).transition(t).attr("height", 0).style("opacity", 0).remove(),
+        (exit) => exit.classed("exiting", true).transition(tween).attr("height", 0).style("opacity", 0).remove(),
       )
       .classed("tracker", (d) => Boolean(d.tracker))
       .classed("other", (d) => Boolean(d.other))
-      .transition(t)
+      .transition(tween)
       .attr("x", (d) => d.x0)
       .attr("width", (d) => d.x1 - d.x0)
       .attr("y", (d) => d.y0)
@@ -224,14 +230,14 @@ export class SankeyView {
           return text;
         },
         (update) => update,
-        (exit) => exit.classed("exiting", true).transition(t).style("opacity", 0).remove(),
+        (exit) => exit.classed("exiting", true).transition(tween).style("opacity", 0).remove(),
       )
       .style("font-size", `${font}px`)
       .classed("tracker", (d) => Boolean(d.tracker))
       .classed("hidden", (d) => !spots.has(d.id))
       .call((sel) => sel.select("tspan.name").text(labelText))
       .call((sel) => sel.select("tspan.amount").text((d) => amountText(d, metric)))
-      .transition(t)
+      .transition(tween)
       .attr("transform", (d) => labelTransform(d, spots));
   }
 
@@ -240,9 +246,9 @@ export class SankeyView {
     const xs = [null, null, null];
     for (const n of nodes) if (xs[n.layer] === null) xs[n.layer] = n.layer === 0 ? n.x1 : n.x0;
     const heads = [
-      { key: "d", text: STRINGS.columnDevices, x: xs[0], anchor: "end" },
-      { key: "o", text: STRINGS.columnCompanies, x: xs[1], anchor: "start" },
-      { key: "c", text: STRINGS.columnCountries, x: xs[2], anchor: "start" },
+      { key: "d", text: t("sankey.column.devices"), x: xs[0], anchor: "end" },
+      { key: "o", text: t("sankey.column.companies"), x: xs[1], anchor: "start" },
+      { key: "c", text: t("sankey.column.countries"), x: xs[2], anchor: "start" },
     ].filter((h) => h.x !== null);
     this.gHeads
       .selectAll("text")
@@ -278,9 +284,14 @@ function maxColumn(nodes) {
   return Math.max(1, ...counts);
 }
 
-/** What a node is called on screen. */
+const OTHER = { device: "sankey.other.devices", org: "sankey.other.companies", country: "sankey.other.places" };
+
+/** What a node is called on screen: the server's label, but the page's own words in its language. */
 function labelText(n) {
-  const name = clip(n.label, n.kind === "device" ? 16 : 20);
+  let label = n.label;
+  if (n.other && OTHER[n.kind]) label = t(OTHER[n.kind]);
+  else if (n.kind === "country") label = n.id === "c:unknown" ? t("place.unknown") : countryName(n.country, n.label);
+  const name = clip(label, n.kind === "device" ? 16 : 20);
   return n.tracker ? `⚠ ${name}` : name;
 }
 

@@ -5,37 +5,8 @@
  * hostile: a visitor chose some of them. They only ever reach the page through `textContent` or
  * d3's `.text()`, never through markup; `clip` additionally removes control and direction-override
  * characters (which could reverse or hide what is read) and caps the length so one long name cannot
- * push the layout around.
+ * push the layout around. The pages' own words are in the catalogues (`i18n.js`, `web/i18n/`).
  */
-
-/** Plain-words strings; a twelve-year-old must understand every one. */
-export const STRINGS = {
-  title: "Who are the phones here talking to?",
-  explainer:
-    "Every line is data leaving a phone on this Wi-Fi: it goes to a company, whose computers are in a country. Red lines go to trackers.",
-  devices: "phones",
-  companies: "companies",
-  countries: "countries",
-  trackers: "trackers",
-  columnDevices: "Phones here",
-  columnCompanies: "Companies",
-  columnCountries: "Countries",
-  waiting: "Waiting for phones…",
-  waitingMore: "Join this exhibit's Wi-Fi and your phone shows up here.",
-  live: "live",
-  connecting: "connecting…",
-  reconnecting: "reconnecting…",
-  widthBytes: "Thicker line = more data",
-  widthConnections: "Thicker line = more connections",
-  widthConnectionsFallback: "Thicker line = more connections (no data counts yet)",
-  legendDevice: "a phone or tablet here",
-  legendCompany: "a company",
-  legendCountry: "a country",
-  legendTracker: "tracker: collects what you do, mostly for ads",
-  legendPlace: "where a company's computers are",
-  legendHome: "this exhibit",
-  tracker: "tracker",
-};
 
 /** Shown on every screen that uses the geolocation database (its licence requires it). */
 export const DEFAULT_ATTRIBUTION = "IP geolocation by DB-IP.com, CC BY 4.0";
@@ -55,7 +26,18 @@ export function clip(value, max = 28) {
   return chars.length > max ? chars.slice(0, max - 1).join("") + "…" : text;
 }
 
-const count = new Intl.NumberFormat("en");
+let count = new Intl.NumberFormat("en");
+let decimal = new Intl.NumberFormat("en", { minimumFractionDigits: 1, maximumFractionDigits: 1 });
+
+/**
+ * Write numbers the way `lang` does ("1,234.5" in English, "1.234,5" in German); `i18n.js` calls
+ * this on every language switch.
+ * @param {string} lang
+ */
+export function setNumberLocale(lang) {
+  count = new Intl.NumberFormat(lang);
+  decimal = new Intl.NumberFormat(lang, { minimumFractionDigits: 1, maximumFractionDigits: 1 });
+}
 
 /**
  * A whole number with thousands separators.
@@ -78,8 +60,8 @@ export function formatBytes(n) {
     x /= 1000;
     i += 1;
   }
-  const digits = i === 0 || x >= 100 ? 0 : x >= 10 ? 1 : 1;
-  return `${x.toFixed(digits)} ${units[i]}`;
+  const whole = i === 0 || x >= 100;
+  return `${whole ? count.format(Math.round(x)) : decimal.format(x)} ${units[i]}`;
 }
 
 /**
