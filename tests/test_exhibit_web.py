@@ -11,6 +11,7 @@ import pytest
 from apviz.server.join import wifi_payload
 from tests.browser import chromium
 from tests.test_exhibit_server import PASSWORD, phone, push, running, until
+from tests.test_web import wait_js
 
 _why = chromium.available()
 needs_browser = pytest.mark.skipif(_why is not None, reason=_why or "")
@@ -82,6 +83,59 @@ def test_operator_console_logs_in_pauses_and_hides():
                     await until(lambda: service.hub.view["devices"] == {})
                     await page.select_option("#mode", "home")
                     await until(lambda: service.builder.privacy.mode.value == "home")
+                    assert page.errors == []
+                finally:
+                    await browser.close()
+
+    asyncio.run(main())
+
+
+@needs_browser
+def test_operator_chooses_the_kiosks_views_and_rotation():
+    """The console's "Views" choice reaches the kiosk live: one view alone, then both in turn every
+    5 s; bad choices are refused and leave the screen as it was."""
+    from playwright.async_api import async_playwright
+
+    async def main():
+        async with running() as (feed, service, http):
+            await push(feed, phone(ip="10.99.1.7", mac="02:a5:00:00:00:07"))
+            await until(lambda: len(service.hub.view.get("devices", {})) == 1)
+            csrf = {
+                "X-CSRF-Token": (await http.post("/api/operator/login", json={"password": PASSWORD})).json()[
+                    "csrf"
+                ]
+            }
+            async with async_playwright() as p:
+                browser, page = await open_page(p, str(http.base_url) + "/?layout=rotate&every=600")
+                try:
+                    visible = "sel => getComputedStyle(document.querySelector(sel)).visibility !== 'hidden'"
+                    hidden = (
+                        "getComputedStyle(document.querySelector('.sankey-panel')).visibility === 'hidden'"
+                    )
+                    await wait_js(page, "document.body.dataset.layout === 'rotate'")
+                    assert "layout" not in service.hub.view["screen"]  # the URL rules until a choice
+
+                    for bad in ({"layout": "carousel"}, {"layout": "rotate", "every": 1}, {"every": 20}):
+                        resp = await http.post("/api/operator/layout", json=bad, headers=csrf)
+                        assert resp.status_code == 400, bad
+                    resp = await http.post("/api/operator/layout", json={"layout": "map"}, headers=csrf)
+                    assert resp.status_code == 200 and resp.json()["layout"] == "map"
+                    await wait_js(page, "document.body.dataset.layout === 'map'", timeout=2000)
+                    assert await page.evaluate(visible, ".map-panel")
+                    await wait_js(page, hidden, timeout=3000)  # after its 1 s fade
+
+                    resp = await http.post(
+                        "/api/operator/layout", json={"layout": "rotate", "every": 5}, headers=csrf
+                    )
+                    assert service.hub.view["screen"]["rotate_every"] == 5
+                    await wait_js(page, "document.getElementById('stage').dataset.active === 'sankey'")
+                    await wait_js(
+                        page, "document.getElementById('stage').dataset.active === 'map'", timeout=8000
+                    )
+                    await http.post("/api/operator/layout", json={"layout": "side"}, headers=csrf)
+                    await wait_js(page, "document.body.classList.contains('layout-side')")
+                    assert await page.evaluate(visible, ".map-panel")
+                    assert await page.evaluate(visible, ".sankey-panel")
                     assert page.errors == []
                 finally:
                     await browser.close()

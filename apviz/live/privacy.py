@@ -53,6 +53,19 @@ class Mode(StrEnum):
             raise ValueError(f"exhibit.mode must be one of {known}, got {value!r}") from None
 
 
+#: What the kiosk shows: both views side by side, one of them, or one at a time in turn.
+LAYOUTS = ("side", "sankey", "map", "rotate")
+
+
+def check_layout(layout: str, every: float) -> tuple[str, int]:
+    """A layout the kiosk knows and a rotation period it accepts (5..600 s)."""
+    if layout not in LAYOUTS:
+        raise ValueError(f"layout must be one of {', '.join(LAYOUTS)}, got {layout!r}")
+    if not 5 <= every <= 600:
+        raise ValueError(f"rotation must be 5..600 seconds, got {every!r}")
+    return layout, int(every)
+
+
 def check_language(lang: str) -> str:
     if lang not in LANGUAGES:
         raise ValueError(f"language must be one of {', '.join(LANGUAGES)}, got {lang!r}")
@@ -132,6 +145,8 @@ class Privacy:
         self.lang = check_language(lang)
         self.forget_after = forget_after
         self.paused = False
+        # None until the operator chooses: the kiosk's own URL options (?layout=rotate) apply.
+        self.layout: tuple[str, int] | None = None
         self.pseudonyms = Pseudonyms(salt)
         self.clock = clock
         self._hidden: dict[str, float] = {}  # device key -> when it was last seen present
@@ -198,4 +213,7 @@ class Privacy:
 
     def screen(self) -> dict[str, object]:
         """The view's ``screen`` section: what the kiosk needs to know about the exhibit's state."""
-        return {"mode": self.mode.value, "lang": self.lang, "paused": self.paused}
+        screen: dict[str, object] = {"mode": self.mode.value, "lang": self.lang, "paused": self.paused}
+        if self.layout is not None:
+            screen["layout"], screen["rotate_every"] = self.layout
+        return screen

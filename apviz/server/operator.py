@@ -11,10 +11,11 @@ without the password:
 - logins are limited per address (5 per minute, then 429), and a failed attempt costs a full scrypt
   whether or not the password was close, so guessing is slow from every side.
 
-Actions: switch the mode, switch the language, pause (freeze) the screen, reset (forget everyone),
-and hide one device from the public screen. Downloads: the session summary (:mod:`apviz.live.summary`)
-as CSV and as an SVG picture, for the lesson afterwards; they are GETs (nothing changes, so no CSRF
-token), still refused without a session.
+Actions: switch the mode, switch the language, choose the views (both side by side, the sankey or
+the map alone, or one at a time in turn every N seconds), pause (freeze) the screen, reset (forget
+everyone), and hide one device from the public screen. Downloads: the session summary
+(:mod:`apviz.live.summary`) as CSV and as an SVG picture, for the lesson afterwards; they are GETs
+(nothing changes, so no CSRF token), still refused without a session.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, PlainTextResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from apviz.live.privacy import Mode, check_language
+from apviz.live.privacy import LAYOUTS, Mode, check_language, check_layout
 from apviz.live.summary import SessionSummary
 from apviz.server.forget import forget_device
 from apviz.server.guard import RateLimit, same_origin
@@ -188,6 +189,9 @@ def operator_routes(service: Service, web_dir: Path | str | None = None) -> list
         return {
             **privacy.screen(),
             "modes": [m.value for m in Mode],
+            "layouts": list(LAYOUTS),
+            "layout": privacy.layout[0] if privacy.layout else None,
+            "rotate_every": privacy.layout[1] if privacy.layout else 20,
             "hidden": privacy.hidden_count,
             "devices": devices,
         }
@@ -235,6 +239,9 @@ def operator_routes(service: Service, web_dir: Path | str | None = None) -> list
 
     def set_language(body: dict[str, Any]) -> None:
         privacy.set_language(check_language(str(body["lang"])))
+
+    def set_layout(body: dict[str, Any]) -> None:
+        privacy.layout = check_layout(str(body["layout"]), float(body.get("every", 20)))
 
     def pause(body: dict[str, Any]) -> None:
         privacy.paused = bool(body.get("paused", True))
@@ -285,6 +292,7 @@ def operator_routes(service: Service, web_dir: Path | str | None = None) -> list
         Route("/api/operator/mode", guarded(set_mode), methods=["POST"]),
         Route("/api/operator/language", guarded(set_language), methods=["POST"]),
         Route("/api/operator/pause", guarded(pause), methods=["POST"]),
+        Route("/api/operator/layout", guarded(set_layout), methods=["POST"]),
         Route("/api/operator/reset", guarded(reset), methods=["POST"]),
         Route("/api/operator/hide", guarded(hide), methods=["POST"]),
         Route(

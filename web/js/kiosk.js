@@ -6,7 +6,8 @@
  * state a little later instead of queueing work, and a hidden tab draws nothing at all.
  *
  * URL options: `?layout=rotate&every=20` shows one view at a time, switching every 20 s
- * (5..600); `?width=connections` sizes lines by connection counts instead of bytes; `?debug=1`
+ * (5..600; also `sankey` or `map` alone) until the operator chooses views (`view.screen.layout`
+ * and `rotate_every`), which then apply; `?width=connections` sizes lines by connection counts instead of bytes; `?debug=1`
  * exposes `window.apviz` (view, timings) for the tests and the render benchmark.
  *
  * The language is the operator's (`view.screen.lang`): when it changes, the catalogue is loaded
@@ -24,8 +25,9 @@ import { requireVendor } from "./vendor.js";
 import "./join.js"; // the join card (Wi-Fi and phone-page QR codes), when configured
 
 const params = new URLSearchParams(location.search);
-const layout = params.get("layout") === "rotate" ? "rotate" : "side";
-const every = Math.min(600, Math.max(5, Number(params.get("every")) || 20));
+const LAYOUTS = ["side", "sankey", "map", "rotate"];
+const urlLayout = LAYOUTS.includes(params.get("layout") || "") ? params.get("layout") : "side";
+const urlEvery = clampEvery(params.get("every"));
 let metric = params.get("width") === "connections" ? "connections" : "bytes";
 const debug = params.get("debug") === "1";
 
@@ -41,7 +43,8 @@ async function main() {
     document.body.classList.add("broken");
     throw err;
   }
-  document.body.classList.add(`layout-${layout}`);
+  const layout = new Layout($("stage"));
+  layout.set(urlLayout, urlEvery);
   const sankey = new SankeyView(/** @type {any} */ ($("sankey-svg")), { metric });
   const map = new MapView(/** @type {any} */ ($("map-svg")), { metric });
   watchSize($("sankey-box"), (w, h) => sankey.resize(w, h));
@@ -118,6 +121,8 @@ async function main() {
     $("banner-recording").hidden = screen.recording !== true;
     document.body.classList.toggle("paused", screen.paused === true);
     document.body.classList.toggle("recording", screen.recording === true);
+    if (LAYOUTS.includes(screen.layout)) layout.set(screen.layout, clampEvery(screen.rotate_every));
+    else layout.set(urlLayout, urlEvery); // the operator has not chosen (or a reset server forgot)
     const lang = typeof screen.lang === "string" ? screen.lang : "en";
     if (lang !== wantedLang) {
       wantedLang = lang;
@@ -162,14 +167,6 @@ async function main() {
   });
   stream.start();
 
-  if (layout === "rotate") {
-    const stage = $("stage");
-    stage.dataset.active = "sankey";
-    setInterval(() => {
-      stage.dataset.active = stage.dataset.active === "sankey" ? "map" : "sankey";
-    }, every * 1000);
-  }
-
   if (debug) {
     /** @type {any} */ (window).apviz = {
       stream,
@@ -182,6 +179,45 @@ async function main() {
         frames.clear();
       },
     };
+  }
+}
+
+/** @param {any} value seconds between views when they take turns: 5..600, 20 if unreadable */
+function clampEvery(value) {
+  return Math.min(600, Math.max(5, Number(value) || 20));
+}
+
+/**
+ * Which views the stage shows: `side` (both), `sankey` or `map` alone, or `rotate` (one at a time,
+ * in turn every `every` seconds). Single views reuse the rotating layout with the timer off.
+ */
+class Layout {
+  /** @param {HTMLElement} stage */
+  constructor(stage) {
+    this.stage = stage;
+    this.name = "";
+    this.every = 0;
+    /** @type {number|undefined} */
+    this.timer = undefined;
+  }
+
+  /** @param {string} name @param {number} every */
+  set(name, every) {
+    if (name === this.name && (name !== "rotate" || every === this.every)) return;
+    this.name = name;
+    this.every = every;
+    clearInterval(this.timer);
+    this.timer = undefined;
+    document.body.classList.toggle("layout-side", name === "side");
+    document.body.classList.toggle("layout-rotate", name !== "side");
+    document.body.dataset.layout = name;
+    if (name === "side") return;
+    this.stage.dataset.active = name === "map" ? "map" : "sankey";
+    if (name === "rotate") {
+      this.timer = window.setInterval(() => {
+        this.stage.dataset.active = this.stage.dataset.active === "sankey" ? "map" : "sankey";
+      }, every * 1000);
+    }
   }
 }
 

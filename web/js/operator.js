@@ -29,6 +29,8 @@ function render(state) {
   $("console").hidden = false;
   $("mode").value = state.mode;
   $("lang").value = state.lang;
+  $("layout").value = state.layout || "";
+  $("every").value = String(state.rotate_every);
   $("pause").textContent = state.paused ? "Resume the screen" : "Pause the screen";
   $("pause").dataset.paused = state.paused ? "1" : "";
   $("hidden-count").textContent = state.hidden ? `(${state.hidden} hidden)` : "";
@@ -105,6 +107,12 @@ $("login").addEventListener("submit", async (ev) => {
 });
 $("mode").addEventListener("change", () => act("/api/operator/mode", { mode: $("mode").value }, "Mode changed."));
 $("lang").addEventListener("change", () => act("/api/operator/language", { lang: $("lang").value }, "Language changed."));
+for (const id of ["layout", "every"]) {
+  $(id).addEventListener("change", () => {
+    if (!$("layout").value) return; // "as the kiosk's address says" is the state before any choice
+    act("/api/operator/layout", { layout: $("layout").value, every: Number($("every").value) }, "Views changed.");
+  });
+}
 $("pause").addEventListener("click", () =>
   act("/api/operator/pause", { paused: !$("pause").dataset.paused }, "Done."),
 );
