@@ -232,7 +232,7 @@ def test_operator_refuses_without_session_or_with_bad_csrf():
             assert "httponly" in cookie and "samesite=strict" in cookie and "path=/" in cookie
             csrf = resp.json()["csrf"]
             assert (await http.post("/api/operator/pause", json={})).status_code == 403  # no token
-            bad = {"X-CSRF-Token": "x" + csrf[1:]}
+            bad = {"X-CSRF-Token": ("y" if csrf[0] == "x" else "x") + csrf[1:]}  # one character off
             assert (await http.post("/api/operator/pause", json={}, headers=bad)).status_code == 403
             cross = {"X-CSRF-Token": csrf, "Origin": "http://evil.example"}
             assert (await http.post("/api/operator/pause", json={}, headers=cross)).status_code == 403
