@@ -359,3 +359,75 @@ def test_catalogue_text_is_never_markup():
                 await page.context.close()
 
     asyncio.run(main())
+
+
+# ------------------------------------------------------------------------------------ the console
+
+
+def test_the_operator_page_is_served_in_the_operators_language():
+    async def main():
+        async with running() as (_feed, _service, http):
+            for header, lang in (("de-AT,de;q=0.9", "de"), ("fr", "fr"), ("xx", "en"), (None, "en")):
+                headers = {"Accept-Language": header} if header else {}
+                r = await http.get("/operator", headers=headers)
+                assert r.status_code == 200 and r.headers["content-type"].startswith("text/html")
+                assert f'<html lang="{lang}">' in r.text, (header, r.text[:80])
+                assert r.headers["vary"] == "Accept-Language"
+                assert r.headers["cache-control"] == "no-store"
+            r = await http.get("/operator", headers={"Accept-Language": '"><script>alert(1)</script>'})
+            assert '<html lang="en">' in r.text and "alert(1)" not in r.text
+
+    asyncio.run(main())
+
+
+@pytest.mark.browser
+@needs_browser
+def test_operator_console_speaks_the_operators_language_not_the_kiosks():
+    """A German operator's tablet gets a German console, while the kiosk it runs speaks French; no
+    catalogue key is ever left on screen in place of its text."""
+
+    async def main():
+        async with running() as (feed, service, http), chromium_pages() as browser:
+            service.builder.privacy.set_language("fr")
+            await push(feed, phone())
+            await until(lambda: len(service.hub.view.get("devices", {})) == 1)
+            label = service.hub.view["devices"][service.builder.device_id(MAC)]["label"]
+            de = catalogue("de")
+            page = await new_page(browser, extra_http_headers={"Accept-Language": "de-DE,de;q=0.9"})
+            await page.goto(str(http.base_url) + "/operator")
+            await wait_js(page, f"document.title === {json.dumps(de['operator.pageTitle'])}")
+            assert await text(page, "label[for=password]") == de["operator.password"]
+            assert await text(page, "#login button") == de["operator.login"]
+
+            await page.fill("#password", "not the password")
+            await page.click("#login button")
+            await wait_js(
+                page,
+                "document.getElementById('message').textContent === "
+                + json.dumps(de["operator.wrongPassword"]),
+            )
+
+            await page.fill("#password", PASSWORD)
+            await page.click("#login button")
+            await page.wait_for_selector("#console", state="visible", timeout=10000)
+            assert await page.evaluate("document.getElementById('lang').value") == "fr"  # the kiosk's
+            assert await text(page, "#pause") == de["operator.pause"]
+            assert await text(page, "#devices li span") == de["operator.device"].format(label=label, n=1)
+            assert await text(page, "#devices li button") == de["operator.hide"]
+            assert await text(page, "#summary-csv") == de["operator.summary.csv"]
+            assert await text(page, "#layout option[value=rotate]") == de["operator.layout.rotate"]
+
+            await page.click("#pause")
+            await until(lambda: service.builder.privacy.paused)
+            await wait_js(
+                page, f"document.getElementById('pause').textContent === {json.dumps(de['operator.resume'])}"
+            )
+            assert await text(page, "#message") == de["operator.paused"]
+
+            shown = await page.evaluate("document.body.innerText")
+            keys = [key for key in catalogue("en") if key.startswith("operator.") and key in shown]
+            assert keys == [], keys
+            # The 401 before the login and the 403 of the wrong password are answers, not faults.
+            assert [e for e in page.errors if "Failed to load resource" not in e] == []
+
+    asyncio.run(main())

@@ -11,9 +11,10 @@ without the password:
 - logins are limited per address (5 per minute, then 429), and a failed attempt costs a full scrypt
   whether or not the password was close, so guessing is slow from every side.
 
-Actions: switch the mode, switch the language, choose the views (both side by side, the sankey or
-the map alone, or one at a time in turn every N seconds), pause (freeze) the screen, reset (forget
-everyone), and hide one device from the public screen. Downloads: the session summary
+Actions: switch the mode, switch the kiosk's language, choose the views (both side by side, the
+sankey or the map alone, or one at a time in turn every N seconds), pause (freeze) the screen, reset
+(forget everyone), and hide one device from the public screen. The console itself speaks the
+operator's language (``Accept-Language``), not the kiosk's. Downloads: the session summary
 (:mod:`apviz.live.summary`) as CSV and as an SVG picture, for the lesson afterwards; they are GETs
 (nothing changes, so no CSRF token), still refused without a session.
 """
@@ -33,13 +34,14 @@ from pathlib import Path
 from typing import Any
 
 from starlette.requests import Request
-from starlette.responses import FileResponse, JSONResponse, PlainTextResponse, Response
+from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from apviz.live.privacy import LAYOUTS, Mode, check_language, check_layout
 from apviz.live.summary import SessionSummary
 from apviz.server.forget import forget_device
 from apviz.server.guard import RateLimit, same_origin
+from apviz.server.lang import negotiate
 from apviz.server.me import client_address
 from apviz.server.static import default_web_dir
 from apviz.server.summary_export import filename, to_csv, to_svg
@@ -150,7 +152,11 @@ def operator_routes(service: Service, web_dir: Path | str | None = None) -> list
             return PlainTextResponse("the operator console is off: set operator.password_hash", 404)
         if not path.is_file():
             return PlainTextResponse(f"apviz: operator.html is missing from {web}", 404)
-        return FileResponse(path, headers={"Cache-Control": "no-store"})
+        # The console speaks the operator's language (not the kiosk's): the page's script reads it
+        # from <html lang>, so the choice stays the one tested negotiation the phone page uses too.
+        lang = negotiate(request.headers.get("accept-language"))
+        html = path.read_text(encoding="utf-8").replace('<html lang="en">', f'<html lang="{lang}">', 1)
+        return HTMLResponse(html, headers={"Cache-Control": "no-store", "Vary": "Accept-Language"})
 
     async def login(request: Request) -> Response:
         if not stored:

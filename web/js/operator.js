@@ -2,10 +2,17 @@
  * The operator console. The session lives in an HttpOnly cookie this script cannot read; the CSRF
  * token comes back in every JSON answer and goes out in `X-CSRF-Token` on every POST. Device labels
  * are whatever the public screen shows (pseudonyms in exhibit mode) and go in with textContent.
+ *
+ * Language: the server writes its pick from this browser's Accept-Language into `<html lang>`; the
+ * console speaks that, whatever language the operator sets for the kiosk. Answers are shown in words
+ * chosen here from the HTTP status; the server's own (English) error text only when none fits.
  */
+
+import { setLanguage, t } from "./i18n.js";
 
 const $ = (id) => document.getElementById(id);
 let csrf = "";
+const ready = setLanguage(document.documentElement.lang);
 
 function say(text) {
   $("message").textContent = text;
@@ -31,19 +38,22 @@ function render(state) {
   $("lang").value = state.lang;
   $("layout").value = state.layout || "";
   $("every").value = String(state.rotate_every);
-  $("pause").textContent = state.paused ? "Resume the screen" : "Pause the screen";
+  $("pause").dataset.i18n = state.paused ? "operator.resume" : "operator.pause";
+  $("pause").textContent = t($("pause").dataset.i18n);
   $("pause").dataset.paused = state.paused ? "1" : "";
-  $("hidden-count").textContent = state.hidden ? `(${state.hidden} hidden)` : "";
+  $("hidden-count").textContent = state.hidden ? t("operator.hiddenCount", { n: state.hidden }) : "";
   const list = $("devices");
   list.replaceChildren();
   for (const dev of state.devices) {
     const li = document.createElement("li");
     const name = document.createElement("span");
-    name.textContent = `${dev.label} (${dev.connections} connections)`;
+    name.textContent = t("operator.device", { label: dev.label, n: dev.connections });
     const hide = document.createElement("button");
     hide.type = "button";
-    hide.textContent = "Hide";
-    hide.addEventListener("click", () => act("/api/operator/hide", { device: dev.id }, `${dev.label} hidden`));
+    hide.textContent = t("operator.hide");
+    hide.addEventListener("click", () =>
+      act("/api/operator/hide", { device: dev.id }, t("operator.hidden", { label: dev.label })),
+    );
     li.append(name, hide);
     list.append(li);
   }
@@ -56,7 +66,9 @@ async function act(path, body, done) {
     return;
   }
   if (!ok) {
-    say(data.error || `failed (${status})`);
+    if (status === 403) say(t("operator.reload")); // a CSRF token from an older session
+    else if (status === 404 && path.endsWith("/hide")) say(t("operator.gone"));
+    else say(data.error || t("operator.failed", { status }));
     return;
   }
   render(data);
@@ -66,7 +78,7 @@ async function act(path, body, done) {
 function loggedOut() {
   $("console").hidden = true;
   $("login").hidden = false;
-  say("Please log in again.");
+  say(t("operator.loginAgain"));
 }
 
 /**
@@ -79,17 +91,18 @@ async function download(ev) {
   const link = ev.currentTarget;
   const { ok, status } = await call("/api/operator/state");
   if (status === 401) return loggedOut();
-  if (!ok) return say(`failed (${status})`);
+  if (!ok) return say(t("operator.failed", { status }));
   const a = document.createElement("a");
   a.href = link.href;
   a.download = "";
   document.body.append(a);
   a.click();
   a.remove();
-  say("Download started.");
+  say(t("operator.downloadStarted"));
 }
 
 async function refresh() {
+  await ready;
   const { ok, data } = await call("/api/operator/state");
   if (ok) render(data);
 }
@@ -99,32 +112,42 @@ $("login").addEventListener("submit", async (ev) => {
   const { ok, status, data } = await call("/api/operator/login", { password: $("password").value });
   $("password").value = "";
   if (!ok) {
-    say(status === 429 ? "Too many attempts: wait a minute." : data.error || "Login failed.");
+    const why = { 429: "operator.tooMany", 403: "operator.wrongPassword" }[status];
+    say(why ? t(why) : data.error || t("operator.loginFailed", { status }));
     return;
   }
   say("");
   await refresh();
 });
-$("mode").addEventListener("change", () => act("/api/operator/mode", { mode: $("mode").value }, "Mode changed."));
-$("lang").addEventListener("change", () => act("/api/operator/language", { lang: $("lang").value }, "Language changed."));
+$("mode").addEventListener("change", () =>
+  act("/api/operator/mode", { mode: $("mode").value }, t("operator.modeChanged")),
+);
+$("lang").addEventListener("change", () =>
+  act("/api/operator/language", { lang: $("lang").value }, t("operator.languageChanged")),
+);
 for (const id of ["layout", "every"]) {
   $(id).addEventListener("change", () => {
     if (!$("layout").value) return; // "as the kiosk's address says" is the state before any choice
-    act("/api/operator/layout", { layout: $("layout").value, every: Number($("every").value) }, "Views changed.");
+    act(
+      "/api/operator/layout",
+      { layout: $("layout").value, every: Number($("every").value) },
+      t("operator.viewsChanged"),
+    );
   });
 }
-$("pause").addEventListener("click", () =>
-  act("/api/operator/pause", { paused: !$("pause").dataset.paused }, "Done."),
-);
+$("pause").addEventListener("click", () => {
+  const paused = !$("pause").dataset.paused;
+  act("/api/operator/pause", { paused }, t(paused ? "operator.paused" : "operator.resumed"));
+});
 $("reset").addEventListener("click", () => {
-  if (window.confirm("Forget every device now?")) act("/api/operator/reset", {}, "Everyone was forgotten.");
+  if (window.confirm(t("operator.confirmReset"))) act("/api/operator/reset", {}, t("operator.resetDone"));
 });
 for (const id of ["summary-csv", "summary-svg"]) $(id).addEventListener("click", download);
 $("logout").addEventListener("click", async () => {
   await call("/api/operator/logout", {});
   $("console").hidden = true;
   $("login").hidden = false;
-  say("Logged out.");
+  say(t("operator.loggedOut"));
 });
 
 refresh();
