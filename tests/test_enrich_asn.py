@@ -106,19 +106,22 @@ def test_missing_everything_warns_and_degrades(tmp_path, caplog):
 
 @needs_asn_csv
 def test_installed_full_csv_loads_fast_and_small(tmp_path):
+    """The cache is what makes a start cheap: loading it is far faster than parsing the CSV, timed
+    in the same run (no absolute time: this machine is shared), and the table stays small."""
     paths = list(iter_default_csvs(ASN_DIR))
     t0 = time.perf_counter()
     table = AsnTable.from_csv(paths)
     parse_seconds = time.perf_counter() - t0
     assert len(table) > 400_000
     table.save(tmp_path / "t.cache", b"k")
-    tracemalloc.start()
     t0 = time.perf_counter()
     loaded = AsnTable.load(tmp_path / "t.cache", b"k")
     load_seconds = time.perf_counter() - t0
+    assert loaded is not None and len(loaded) == len(table)
+    assert load_seconds * 5 < parse_seconds, (load_seconds, parse_seconds)
+    tracemalloc.start()  # measured apart: tracemalloc slows every allocation
+    loaded = AsnTable.load(tmp_path / "t.cache", b"k")
     current, _ = tracemalloc.get_traced_memory()
     tracemalloc.stop()
-    assert loaded is not None and len(loaded) == len(table)
-    assert parse_seconds < 10 and load_seconds < 1.0
     assert current < 40_000_000, f"ASN table uses {current / 1e6:.1f} MB"
     assert loaded.lookup(__import__("ipaddress").ip_address("8.8.8.8")).org == "Google LLC"
