@@ -248,9 +248,10 @@ def build_service(cfg: Config, enricher: Enricher | None = None) -> Service:
     hub = Hub(queue_size=cfg.server.client_queue, max_per_address=cfg.server.max_streams_per_address)
     opts = source_options(cfg)
     sources = build_sources(opts)
-    geo = enricher.geo
-    if geo.watched:  # a geo database replaced on disk is taken into use while running
-        sources.append(NamedSource("geo-reload", geo.watch))
+    databases = {"geo": enricher.geo, "asn": enricher.asn}
+    for name, db in databases.items():
+        if db.watched:  # a database replaced on disk is taken into use while running
+            sources.append(NamedSource(f"{name}-reload", db.watch))
     service = Service(state, sources, builder, hub, tick_hz=cfg.server.tick_hz, counters=opts.counters)
     service.config = cfg
     if cfg.exhibit.attract_after > 0:
@@ -258,11 +259,13 @@ def build_service(cfg: Config, enricher: Enricher | None = None) -> Service:
 
         service.attract = Attract(hub, Path(cfg.exhibit.attract_recording), cfg.exhibit.attract_after * 60)
 
-    def geo_replaced() -> None:
-        # Places cached from the old file must go, and the screen shows the new ones at once.
+    def database_replaced() -> None:
+        # Places and organisations cached from the old file must go, and the screen shows the new
+        # ones at once.
         enricher.describe_address.cache_clear()  # type: ignore[attr-defined]
         builder.invalidate()
         service.publish_now()
 
-    geo.on_reload.append(geo_replaced)
+    for db in databases.values():
+        db.on_reload.append(database_replaced)
     return service

@@ -138,10 +138,17 @@ class ViewConfig:
 class EnrichConfig:
     data_dir: str = _key("Where the set-up installed the data packages; empty: the checkout's data/.", "")
     geo_db: str = _key(
-        "City/country database (.mmdb: GeoIP2/GeoLite2 or DB-IP Lite); empty: the installed one.", ""
+        "City/country database (.mmdb: GeoIP2/GeoLite2 or DB-IP Lite); empty: the installed one. "
+        "A new file renamed over it is used within 2 s, no restart.",
+        "",
     )
-    asn_db: str = _key("GeoLite2-ASN .mmdb; empty: use asn_csv.", "")
-    asn_csv: str = _key("ip-location-db ASN CSV file(s) directory; empty: the installed one.", "")
+    asn_db: str = _key(
+        "GeoLite2-ASN .mmdb; empty: use asn_csv. A new file renamed over it is used within 2 s, no restart.",
+        "",
+    )
+    asn_csv: str = _key(
+        "ip-location-db ASN CSV file(s) directory; empty: the installed one. Read at start only.", ""
+    )
     blocklists: list[str] = _key(
         "Blocklists as 'category=path' (hosts, plain domains or ABP ||domain^ rules); empty: the installed "
         "EasyList (ads) and EasyPrivacy (tracker).",

@@ -3,6 +3,7 @@ the binary cache, the installed full CSV when present, and the degraded paths.""
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import os
 import shutil
@@ -11,6 +12,7 @@ import tracemalloc
 
 from apviz.enrich import AsnInfo, AsnLookup
 from apviz.enrich.asn import CACHE_SUFFIX, AsnTable, csv_cache_key, iter_default_csvs
+from apviz.enrich.labdb import LabBlock, build_lab_db
 from tests.enrich_data import ASN_CSV, ASN_DIR, ASN_TEST, needs_asn_csv
 
 
@@ -125,3 +127,62 @@ def test_installed_full_csv_loads_fast_and_small(tmp_path):
     tracemalloc.stop()
     assert current < 40_000_000, f"ASN table uses {current / 1e6:.1f} MB"
     assert loaded.lookup(__import__("ipaddress").ip_address("8.8.8.8")).org == "Google LLC"
+
+
+TELSTRA = "1.128.0.1"  # in the GeoLite2-ASN test database
+
+
+def _lab_asn_db(path, org, asn):
+    """A GeoLite2-ASN-style file that puts ``TELSTRA``'s network under another organisation."""
+    block = LabBlock(ipaddress.ip_network("1.128.0.0/11"), org, asn, "Berlin", "DE", 52.52, 13.405)
+    return build_lab_db([block], path)
+
+
+def _rename_over(src, dst):
+    """What an update does: a complete copy beside the file, renamed over it."""
+    tmp = dst.with_name(dst.name + ".new")
+    shutil.copyfile(src, tmp)
+    os.replace(tmp, dst)
+
+
+def test_replaced_mmdb_is_taken_into_use_and_a_broken_one_keeps_the_old(tmp_path, caplog):
+    db = tmp_path / "asn.mmdb"
+    shutil.copyfile(ASN_TEST, db)
+    asn = AsnLookup(db, reload_interval=0)
+    seen = []
+    asn.on_reload.append(lambda: seen.append(asn.lookup(TELSTRA)))
+    assert asn.lookup(TELSTRA) == AsnInfo(1221, "Telstra Pty Ltd")
+    assert asn.reload_if_changed() is False  # nothing changed: nothing reopened
+
+    _rename_over(_lab_asn_db(tmp_path / "lab.mmdb", "Lab Networks", 64500), db)
+    assert asn.reload_if_changed() is True
+    # The listeners run after the lookup's own cache was emptied: they see the new answer.
+    assert seen == [AsnInfo(64500, "Lab Networks")] and asn.lookup(TELSTRA) == seen[0]
+    assert asn.sources == ["asn.mmdb (apviz-Lab-City-ASN)"]
+
+    (tmp_path / "bad").write_bytes(b"\x00not a maxmind database\xff" * 100)
+    with caplog.at_level(logging.WARNING, logger="apviz.enrich.asn"):
+        _rename_over(tmp_path / "bad", db)
+        assert asn.reload_if_changed() is False
+        assert asn.reload_if_changed() is False  # the same bad file is not tried (or logged) again
+    assert caplog.text.count("keeping the previous data") == 1
+    assert asn.lookup(TELSTRA) == AsnInfo(64500, "Lab Networks")
+    assert (asn.reloads, asn.reload_failures) == (1, 1)
+
+
+def test_the_service_watches_the_asn_database_and_forgets_what_it_described(tmp_path):
+    """``apviz serve`` rechecks the ASN file like the geo file; a replacement reaches the addresses
+    the enricher already described (their cached answers are dropped)."""
+    from apviz.app import build_enricher, build_service
+    from apviz.config import from_dict
+
+    db = tmp_path / "asn.mmdb"
+    shutil.copyfile(ASN_TEST, db)
+    cfg = from_dict({"enrich": {"asn_db": str(db)}})
+    enricher = build_enricher(cfg.enrich, ())
+    service = build_service(cfg, enricher)
+    assert "asn-reload" in [source.name for source in service.pipeline.sources]
+    assert enricher.describe_address(TELSTRA).asn == AsnInfo(1221, "Telstra Pty Ltd")
+    _rename_over(_lab_asn_db(tmp_path / "lab.mmdb", "Lab Networks", 64500), db)
+    assert enricher.asn.reload_if_changed(force=True)
+    assert enricher.describe_address(TELSTRA).asn == AsnInfo(64500, "Lab Networks")

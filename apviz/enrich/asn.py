@@ -13,6 +13,9 @@ as one ``bytes`` of 16-byte big-endian keys each, an ASN and an organisation ind
 distinct organisation string once. A lookup is a ``bisect`` over the starts. Parsing the CSV takes
 about a second, so the arrays are also written as a binary cache file beside the CSV (or in
 ``cache_dir``), keyed by the CSV's size and mtime, and loaded from there in tens of milliseconds.
+
+An mmdb replaced on disk while apviz runs is taken into use like the geo database's
+(:mod:`apviz.enrich.mmdb`); the CSV table is read once, at start.
 """
 
 from __future__ import annotations
@@ -43,15 +46,9 @@ from apviz.enrich._common import (
     parse_ip,
     readable_file,
 )
+from apviz.enrich.mmdb import RELOAD_INTERVAL, InvalidDatabaseError, MmdbFiles, ReloadingLookup
 
 log = logging.getLogger("apviz.enrich.asn")
-
-try:
-    import maxminddb
-    from maxminddb.errors import InvalidDatabaseError
-except ImportError:  # pragma: no cover
-    maxminddb = None  # type: ignore[assignment]
-    InvalidDatabaseError = ValueError  # type: ignore[assignment,misc]
 
 _U32 = "I"
 assert array.array(_U32).itemsize == 4, "array('I') must be 32-bit for the ASN table"
@@ -310,7 +307,7 @@ def csv_cache_key(paths: Sequence[Path]) -> bytes:
     return "\n".join(parts).encode()
 
 
-class AsnLookup:
+class AsnLookup(ReloadingLookup):
     """ASN and organisation for an address.
 
     Options:
@@ -320,6 +317,7 @@ class AsnLookup:
       cache_dir: where to keep the binary form of the CSV table. Default: beside the first CSV;
         when that directory is not writable the table is rebuilt from the CSV at each start.
       cache_size: entries in the LRU cache of answers.
+      reload_interval: least seconds between two looks for a replaced mmdb (0: never look).
     Missing or broken files are logged and skipped; with none usable every lookup returns None.
     """
 
@@ -330,48 +328,39 @@ class AsnLookup:
         *,
         cache_dir: str | Path | None = None,
         cache_size: int = DEFAULT_CACHE_SIZE,
+        reload_interval: float = RELOAD_INTERVAL,
     ) -> None:
         self.cache_size = check_cache_size(cache_size)
         if isinstance(csv_paths, str | Path):
             raise EnrichOptionError(f"csv_paths must be a list of paths, got {csv_paths!r}")
-        self._readers: list[Any] = []
         self._table: AsnTable | None = None
-        self.sources: list[str] = []
+        self._csv_source: list[str] = []
         self.load_seconds = 0.0
         if mmdb_path is None or isinstance(mmdb_path, str | os.PathLike):
             mmdb_path = [] if mmdb_path is None else [mmdb_path]
-        mmdbs = [readable_file(optional_path(x, "mmdb_path"), "asn") for x in mmdb_path]
+        mmdbs = [p for p in (optional_path(x, "mmdb_path") for x in mmdb_path) if p is not None]
         csvs = [p for p in (optional_path(x, "csv_paths") for x in csv_paths) if p is not None]
         cdir = optional_path(cache_dir, "cache_dir")
-        for mmdb in mmdbs:
-            if mmdb is not None:
-                self._open_mmdb(mmdb)
+        self.lookup = bounded_cache(self._lookup, self.cache_size)
+        self.files = self.watch_files(MmdbFiles(mmdbs, "asn", reload_interval=reload_interval))
         usable = [p for p in csvs if readable_file(p, "asn") is not None]
         if usable:
             self._load_csv(usable, cdir)
         if not self.sources:
             log.warning("asn: no usable ASN database; organisation lookups are disabled")
-        self.lookup = bounded_cache(self._lookup, self.cache_size)
 
     @property
     def available(self) -> bool:
         return bool(self.sources)
 
     @property
+    def sources(self) -> list[str]:
+        """The mmdb files in use and the CSV files the table came from."""
+        return self.files.labels + self._csv_source
+
+    @property
     def table(self) -> AsnTable | None:
         return self._table
-
-    def _open_mmdb(self, path: Path) -> None:
-        if maxminddb is None:
-            log.warning("asn: the maxminddb package is missing; %s is not used", path)
-            return
-        try:
-            reader = maxminddb.open_database(str(path))
-        except (OSError, InvalidDatabaseError, ValueError) as exc:
-            log.warning("asn: %s is not a usable MaxMind DB (%s); skipped", path, exc)
-            return
-        self._readers.append(reader)
-        self.sources.append(f"{path.name} ({reader.metadata().database_type})")
 
     def _load_csv(self, paths: list[Path], cache_dir: Path | None) -> None:
         t0 = time.perf_counter()
@@ -395,15 +384,15 @@ class AsnLookup:
         self._table = table
         self.load_seconds = time.perf_counter() - t0
         names = ", ".join(p.name for p in paths)
-        self.sources.append(names)
+        self._csv_source = [names]
         log.info("asn: %d ranges from %s (%s) in %.2f s", len(table), names, how, self.load_seconds)
 
     def _lookup(self, ip: str | IPAddress) -> AsnInfo | None:
         addr = parse_ip(ip)
         if addr is None:
             return None
-        for reader in self._readers:
-            info = self._from_mmdb(reader, addr)
+        for db in self.files.in_use:
+            info = self._from_mmdb(db.reader, addr)
             if info is not None:
                 return info
         if self._table is not None:
@@ -425,9 +414,7 @@ class AsnLookup:
         return AsnInfo(asn, (org.strip() or None) if isinstance(org, str) else None)
 
     def close(self) -> None:
-        for reader in self._readers:
-            reader.close()
-        self._readers.clear()
+        self.files.close()
         self.lookup.cache_clear()  # type: ignore[attr-defined]
 
 

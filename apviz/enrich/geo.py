@@ -19,21 +19,14 @@ and the IPv4 one refuses IPv6 queries, so ``GeoLookup`` takes several files and 
 address, the ones that can answer it, first match wins. A record that names neither a country nor
 a point is no answer: apviz never shows a made-up location.
 
-Files are replaced while apviz runs (a monthly database update). :meth:`GeoLookup.reload_if_changed`
-looks at each file's identity (inode, size, mtime) at most every ``reload_interval`` seconds and
-opens a changed file beside the old one; only a file that opens and reads replaces the old reader, so
-a half-copied or corrupt update keeps the old data (with a warning and ``reload_failures`` counted).
-Replace files by renaming a complete copy over them (``mv``, ``install``): the readers map the file,
-and rewriting a mapped file in place is what no reader survives.
+Files are replaced while apviz runs (a monthly database update): :class:`~apviz.enrich.mmdb.MmdbFiles`
+takes a file renamed over the old one into use, and keeps the old data when the new file is broken.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import os
-import time
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -46,46 +39,15 @@ from apviz.enrich._common import (
     check_cache_size,
     optional_path,
     parse_ip,
-    readable_file,
 )
 from apviz.enrich._countries import country_name
+from apviz.enrich.mmdb import RELOAD_INTERVAL, InvalidDatabaseError, MmdbFiles, ReloadingLookup
 
 log = logging.getLogger("apviz.enrich.geo")
-
-try:  # the dependency is declared, but a kiosk without it should still start
-    import maxminddb
-    from maxminddb.errors import InvalidDatabaseError
-except ImportError:  # pragma: no cover - exercised only on a broken install
-    maxminddb = None  # type: ignore[assignment]
-    InvalidDatabaseError = ValueError  # type: ignore[assignment,misc]
 
 #: Coordinates are rounded: DB-IP stores float32 (37.422000885009766), and a city centroid
 #: does not deserve more than about ten metres of apparent precision anyway.
 COORD_DIGITS = 4
-
-#: Seconds between two looks at the files' identities: a replaced database is in use this soon.
-RELOAD_INTERVAL = 2.0
-
-Identity = tuple[int, int, int, int]
-
-
-def _identity(path: Path) -> Identity | None:
-    try:
-        st = os.stat(path)
-    except OSError:
-        return None
-    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
-
-
-@dataclass(slots=True)
-class _Database:
-    """One configured file: the reader in use (None until one opened) and the identity last seen."""
-
-    path: Path
-    reader: Any = None
-    ip_version: int = 0
-    label: str = ""
-    seen: Identity | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,7 +67,7 @@ class GeoInfo:
         return self.latitude is not None and self.longitude is not None
 
 
-class GeoLookup:
+class GeoLookup(ReloadingLookup):
     """Country/city/point for IPv4 and IPv6 addresses from one or more MaxMind DB files.
 
     Options:
@@ -137,115 +99,29 @@ class GeoLookup:
             path_list = [Path(paths)]
         else:
             path_list = [p for p in (optional_path(x, "geo path") for x in paths) if p is not None]
-        if not isinstance(reload_interval, int | float) or reload_interval < 0:
-            raise EnrichOptionError(f"reload_interval must be >= 0 seconds, got {reload_interval!r}")
-        self.reload_interval = float(reload_interval)
-        self.reloads = 0  # replaced files taken into use
-        self.reload_failures = 0  # replaced files that did not open: the old data stayed
-        self.on_reload: list[Callable[[], None]] = []
-        self._next_check = 0.0
-        self._dbs = [_Database(path) for path in path_list]
-        for db in self._dbs:
-            db.seen = _identity(db.path)
-            if readable_file(db.path, "geo") is not None:
-                self._take(db, "using")
-        self._readers = self._in_use()
         self.lookup = bounded_cache(self._lookup, self.cache_size)
-
-    def _in_use(self) -> list[tuple[Any, int, str]]:
-        """(reader, ip_version, label) of every file with a reader, in the configured order."""
-        return [(db.reader, db.ip_version, db.label) for db in self._dbs if db.reader is not None]
-
-    def _take(self, db: _Database, verb: str) -> bool:
-        """Open ``db.path``; on success it replaces ``db``'s reader. False (and a warning) if not."""
-        if maxminddb is None:
-            log.warning("geo: the maxminddb package is missing; %s is not used", db.path)
-            return False
-        try:
-            reader = maxminddb.open_database(str(db.path))
-            meta = reader.metadata()
-            # Opening reads only the metadata at the end of the file: a truncated or corrupt copy
-            # shows itself on the first search of the tree, so make one before trusting the file.
-            reader.get("0.0.0.0" if int(meta.ip_version) == 4 else "::")
-        except (OSError, InvalidDatabaseError, ValueError, RuntimeError) as exc:
-            keep = "keeping the previous data" if db.reader is not None else "skipped"
-            log.warning("geo: %s is not a usable MaxMind DB (%s); %s", db.path, exc, keep)
-            return False
-        db.reader, db.ip_version = reader, int(meta.ip_version)
-        db.label = f"{db.path.name} ({meta.database_type})"
-        log.info("geo: %s %s, %s, IPv%d", verb, db.path, meta.database_type, meta.ip_version)
-        return True
-
-    def reload_if_changed(self, *, force: bool = False) -> bool:
-        """Take replaced files into use; True when one was. Cheap: at most one ``stat`` per file
-        every ``reload_interval`` seconds (``force`` looks now).
-
-        A file that vanished keeps its data in memory until a new one appears; a new file that does
-        not open keeps the old one (counted in ``reload_failures``) and is not tried again until it
-        changes. Old readers are dropped, not closed: a lookup on another thread may still hold one.
-        """
-        now = time.monotonic()
-        if not force and now < self._next_check:
-            return False
-        self._next_check = now + self.reload_interval
-        changed = False
-        for db in self._dbs:
-            ident = _identity(db.path)
-            if ident == db.seen:
-                continue
-            db.seen = ident
-            if ident is None:
-                log.warning("geo: %s disappeared; its data stays in use until a new file appears", db.path)
-            elif self._take(db, "replaced: using"):
-                changed = True
-            else:
-                self.reload_failures += 1
-        if not changed:
-            return False
-        self._readers = self._in_use()
-        self.reloads += 1
-        self.lookup.cache_clear()  # type: ignore[attr-defined]
-        for callback in self.on_reload:
-            try:
-                callback()
-            except Exception:
-                log.exception("geo: a reload listener failed")
-        return True
-
-    @property
-    def watched(self) -> bool:
-        """True when files are configured and rechecking is on (``reload_interval`` > 0)."""
-        return bool(self._dbs) and self.reload_interval > 0
-
-    async def watch(self) -> AsyncIterator[Any]:
-        """Run :meth:`reload_if_changed` every ``reload_interval`` seconds, forever, on the event
-        loop that also asks the lookups (so a swap never races a lookup). Yields nothing: it is a
-        pipeline source only so that it lives and dies with the service's other sources."""
-        while True:
-            await asyncio.sleep(self.reload_interval)
-            self.reload_if_changed()
-        yield  # pragma: no cover - makes this an async generator
+        self.files = self.watch_files(MmdbFiles(path_list, "geo", reload_interval=reload_interval))
 
     @property
     def available(self) -> bool:
         """True when at least one database opened; the UI can say "locations unavailable"."""
-        return bool(self._readers)
+        return bool(self.files.in_use)
 
     @property
     def sources(self) -> list[str]:
-        return [label for _, _, label in self._readers]
+        return self.files.labels
 
     def _lookup(self, ip: str | IPAddress) -> GeoInfo | None:
         addr = parse_ip(ip)
         if addr is None:
             return None
-        for reader, ip_version, label in self._readers:
-            if addr.version == 6 and ip_version == 4:
+        for db in self.files.in_use:
+            if addr.version == 6 and db.ip_version == 4:
                 continue
             try:
-                record = reader.get(addr)
+                record = db.reader.get(addr)
             except (ValueError, InvalidDatabaseError) as exc:
-                log.debug("geo: %s failed for %s: %s", label, addr, exc)
+                log.debug("geo: %s failed for %s: %s", db.label, addr, exc)
                 continue
             if isinstance(record, Mapping):
                 info = self.parse_record(record)
@@ -264,11 +140,7 @@ class GeoLookup:
         return info
 
     def close(self) -> None:
-        for db in self._dbs:
-            if db.reader is not None:
-                db.reader.close()
-                db.reader = None
-        self._readers = []
+        self.files.close()
         self.lookup.cache_clear()  # type: ignore[attr-defined]
 
 
