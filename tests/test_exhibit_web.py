@@ -108,6 +108,7 @@ def test_operator_chooses_the_kiosks_views_and_rotation():
             async with async_playwright() as p:
                 browser, page = await open_page(p, str(http.base_url) + "/?layout=rotate&every=600")
                 try:
+                    # A panel fading in is still "hidden" in the first frame of its transition: wait for it.
                     visible = "sel => getComputedStyle(document.querySelector(sel)).visibility !== 'hidden'"
                     hidden = (
                         "getComputedStyle(document.querySelector('.sankey-panel')).visibility === 'hidden'"
@@ -121,7 +122,7 @@ def test_operator_chooses_the_kiosks_views_and_rotation():
                     resp = await http.post("/api/operator/layout", json={"layout": "map"}, headers=csrf)
                     assert resp.status_code == 200 and resp.json()["layout"] == "map"
                     await wait_js(page, "document.body.dataset.layout === 'map'", timeout=2000)
-                    assert await page.evaluate(visible, ".map-panel")
+                    await wait_js(page, f"({visible})('.map-panel')", timeout=2000)
                     await wait_js(page, hidden, timeout=3000)  # after its 1 s fade
 
                     resp = await http.post(
@@ -134,8 +135,8 @@ def test_operator_chooses_the_kiosks_views_and_rotation():
                     )
                     await http.post("/api/operator/layout", json={"layout": "side"}, headers=csrf)
                     await wait_js(page, "document.body.classList.contains('layout-side')")
-                    assert await page.evaluate(visible, ".map-panel")
-                    assert await page.evaluate(visible, ".sankey-panel")
+                    await wait_js(page, f"({visible})('.map-panel')", timeout=2000)
+                    await wait_js(page, f"({visible})('.sankey-panel')", timeout=2000)
                     assert page.errors == []
                 finally:
                     await browser.close()
