@@ -431,3 +431,50 @@ def test_operator_console_speaks_the_operators_language_not_the_kiosks():
             assert [e for e in page.errors if "Failed to load resource" not in e] == []
 
     asyncio.run(main())
+
+
+# ------------------------------------------------------------------------------------ long names
+
+
+@pytest.mark.browser
+@needs_browser
+@pytest.mark.parametrize("layout", ["side", "sankey"])
+def test_the_longest_pseudonym_is_shown_whole_and_on_screen(layout):
+    """ "Silberner Schmetterling" (23 letters, the longest German name) stands whole on the kiosk,
+    inside the chart and clear of its column: the visitor must find exactly the words of /me."""
+    from apviz.live.pseudonyms import ANIMALS, COLOURS
+
+    longest = max(
+        ((c, a) for c in range(len(COLOURS)) for a in range(len(ANIMALS))),
+        key=lambda ca: len(render(*ca, "de")),
+    )
+    name = render(*longest, "de")
+    assert len(name) >= 23
+
+    async def main():
+        async with running() as (feed, service, http), chromium_pages() as browser:
+            privacy = service.builder.privacy
+            privacy.set_language("de")
+            privacy.pseudonyms._animals[MAC] = longest  # this phone gets the longest name
+            await push(feed, phone())
+            await until(lambda: len(service.hub.view.get("devices", {})) == 1)
+            assert service.hub.view["devices"][service.builder.device_id(MAC)]["label"] == name
+            page = await new_page(browser)
+            await page.goto(str(http.base_url) + f"/?layout={layout}")
+            label = "#sankey-svg text.label.device"
+            shown = f"[...document.querySelectorAll('{label} .name')].map(e => e.textContent)"
+            await wait_js(page, f"{shown}.includes({json.dumps(name)})")
+            await page.wait_for_timeout(1000)  # the labels' move ends
+            box, node, svg = await page.evaluate(
+                f"""() => {{
+                    const r = (e) => {{ const b = e.getBoundingClientRect(); return [b.left, b.right]; }};
+                    return [r(document.querySelector('{label}')),
+                            r(document.querySelector('#sankey-svg rect.node.device')),
+                            r(document.getElementById('sankey-svg'))];
+                }}"""
+            )
+            assert box[0] >= svg[0], (box, svg)  # not cut off at the chart's left edge
+            assert box[1] <= node[0], (box, node)  # and clear of the phone's bar
+            assert page.errors == []
+
+    asyncio.run(main())

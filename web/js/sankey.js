@@ -20,7 +20,7 @@
  */
 
 import { deviceClass } from "./colours.js";
-import { placeLabels } from "./labels.js";
+import { estimateWidth, placeLabels } from "./labels.js";
 import { countryName, t } from "./i18n.js";
 import { clip, formatBytes, formatCount } from "./text.js";
 import { d3 } from "./vendor.js";
@@ -98,7 +98,6 @@ export class SankeyView {
     const H = this.height;
     const font = Math.max(16, Math.min(26, Math.round(H / 34)));
     const top = Math.round(font * 2.4);
-    const left = Math.round(W * 0.245);
     const right = Math.round(W * 0.19);
     const svgNodes = Object.values(view.nodes || {});
     const known = new Set(svgNodes.map((n) => n.id));
@@ -106,6 +105,22 @@ export class SankeyView {
     const totalBytes = rawLinks.reduce((s, l) => s + (l.bytes || 0), 0);
     this.effective = this.metric === "bytes" && (totalBytes > 0 || !rawLinks.length) ? "bytes" : "connections";
     const metric = this.effective;
+    // The phones' labels stand left of their column, so that margin is as wide as the widest of
+    // them (a German pseudonym runs to 23 letters; the visitor must find all of it). Past a third
+    // of the chart the margin stops growing: the phones' amounts go first (their bars show them),
+    // then those labels get a smaller font.
+    let widestName = 0;
+    let widest = 0;
+    for (const n of svgNodes) {
+      if (n.kind !== "device") continue;
+      widestName = Math.max(widestName, estimateWidth(labelText(n), font * 1.1));
+      widest = Math.max(widest, estimateWidth(`${labelText(n)}  ${amountText(n, metric)}`, font * 1.1));
+    }
+    const room = W * 0.34 - 24;
+    const deviceAmounts = widest <= room;
+    const need = deviceAmounts ? widest : widestName;
+    const left = Math.round(Math.max(W * 0.18, Math.min(need, room) + 24));
+    const deviceFont = need > room ? Math.max(11, Math.floor((font * room) / need)) : font;
     const total = rawLinks.reduce((s, l) => s + (l[metric] || 0), 0);
     const floor = Math.max(total / 350, metric === "bytes" ? 1 : 0.05);
 
@@ -206,13 +221,14 @@ export class SankeyView {
             key: n.id,
             x: (col === 0 ? n.x0 : n.x1),
             y: (n.y0 + n.y1) / 2,
-            text: labelText(n) + "  " + amountText(n, metric),
+            text: col === 0 && !deviceAmounts ? labelText(n) : labelText(n) + "  " + amountText(n, metric),
             priority: n.value,
             offsets: [[dx, 0, anchor]],
           };
         });
       // Width is not limited here (labels of one column never meet another column's).
-      for (const [k, v] of placeLabels(requests, { fontSize: font * 1.05 })) spots.set(k, v);
+      const size = (col === 0 ? deviceFont : font) * 1.05;
+      for (const [k, v] of placeLabels(requests, { fontSize: size })) spots.set(k, v);
     }
     this.gLabels
       .selectAll("text.label:not(.exiting)")
@@ -232,11 +248,13 @@ export class SankeyView {
         (update) => update,
         (exit) => exit.classed("exiting", true).transition(tween).style("opacity", 0).remove(),
       )
-      .style("font-size", `${font}px`)
+      .style("font-size", (d) => `${d.layer === 0 ? deviceFont : font}px`)
       .classed("tracker", (d) => Boolean(d.tracker))
       .classed("hidden", (d) => !spots.has(d.id))
       .call((sel) => sel.select("tspan.name").text(labelText))
-      .call((sel) => sel.select("tspan.amount").text((d) => amountText(d, metric)))
+      .call((sel) =>
+        sel.select("tspan.amount").text((d) => (d.layer === 0 && !deviceAmounts ? "" : amountText(d, metric))),
+      )
       .transition(tween)
       .attr("transform", (d) => labelTransform(d, spots));
   }
@@ -291,7 +309,7 @@ function labelText(n) {
   let label = n.label;
   if (n.other && OTHER[n.kind]) label = t(OTHER[n.kind]);
   else if (n.kind === "country") label = n.id === "c:unknown" ? t("place.unknown") : countryName(n.country, n.label);
-  const name = clip(label, n.kind === "device" ? 16 : 20);
+  const name = clip(label, n.kind === "device" ? 24 : 20);
   return n.tracker ? `⚠ ${name}` : name;
 }
 
