@@ -125,7 +125,9 @@ class ViewConfig:
     top_countries: int = _key("Countries shown before the rest become 'other places'.", 10)
     gateway_lat: float = _key("Latitude of this exhibit, where the map's arcs start.", 52.52)
     gateway_lon: float = _key("Longitude of this exhibit.", 13.40)
-    gateway_label: str = _key("What the map calls this exhibit.", "This exhibit")
+    gateway_label: str = _key(
+        "What the map calls this exhibit; empty: 'This exhibit' in the kiosk's language.", ""
+    )
 
     def check(self) -> None:
         for key in ("top_devices", "top_orgs", "top_countries"):

@@ -14,6 +14,7 @@ import pytest
 
 from apviz.live.privacy import UNKNOWN_SITE
 from apviz.live.pseudonyms import ANIMALS, COLOURS, LANGUAGES, render
+from apviz.live.publicview import ViewOptions
 from apviz.server.lang import negotiate
 from tests.browser import chromium
 from tests.test_exhibit_server import MAC, PASSWORD, phone, push, running, until
@@ -213,6 +214,7 @@ async def kiosk_speaks(page, lang, table, timeout=10000):
 def test_kiosk_follows_the_operators_language_live():
     async def main():
         async with running() as (feed, service, http), chromium_pages() as browser:
+            service.builder.options = ViewOptions(gateway_lat=48.14, gateway_lon=11.58)  # no label
             await push(feed, phone())
             await until(lambda: len(service.hub.view.get("devices", {})) == 1)
             mine = service.builder.device_id(MAC)
@@ -235,6 +237,11 @@ def test_kiosk_follows_the_operators_language_live():
                 }
                 assert await text(page, "#status-text") == table["kiosk.status.live"]
                 assert await page.evaluate("document.title") == table["kiosk.pageTitle"]
+                # The map calls the exhibit in the kiosk's words (no gateway_label configured).
+                home = json.dumps(table["map.home"])
+                await wait_js(
+                    page, f"document.querySelector('#map-svg text.home-label')?.textContent === {home}"
+                )
                 # The pseudonym on screen is the server's, in the same language.
                 label = service.hub.view["devices"][mine]["label"]
                 colour, animal = service.builder.privacy.pseudonyms.pick(MAC, mine)

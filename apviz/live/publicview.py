@@ -36,7 +36,7 @@ class ViewOptions:
     top_countries: int = 10
     gateway_lat: float | None = None
     gateway_lon: float | None = None
-    gateway_label: str = "This exhibit"
+    gateway_label: str = ""  # empty: the kiosk's own words for "this exhibit", in its language
     describe_cache: int = 16384
     salt: bytes = field(default_factory=lambda: os.urandom(16))
 

@@ -204,7 +204,7 @@ export class MapView {
         key: "gateway",
         x: home[0],
         y: home[1],
-        text: clip(gw.label || "", 24),
+        text: clip(gw.label || t("map.home"), 24), // no label configured: the kiosk's own words
         priority: Infinity,
         offsets: [[0, -26, "middle"], [16, 0, "start"], [-16, 0, "end"]],
       });
