@@ -54,7 +54,7 @@ def test_every_key_the_pages_use_is_in_the_catalogue():
     for script in (WEB / "js").glob("*.js"):
         text = script.read_text(encoding="utf-8")
         used |= set(re.findall(r'\bt\("([\w.]+)"', text))
-        used |= set(re.findall(r'"((?:kiosk|sankey|me|join|map|place)\.[\w.]+)"', text))
+        used |= set(re.findall(r'"((?:kiosk|sankey|me|join|map|place|operator|status)\.[\w.]+)"', text))
     used = {k for k in used if "${" not in k}
     assert used, "no catalogue keys found in the pages"
     assert used <= set(english), sorted(used - set(english))
@@ -482,6 +482,39 @@ def test_the_longest_pseudonym_is_shown_whole_and_on_screen(layout):
             )
             assert box[0] >= svg[0], (box, svg)  # not cut off at the chart's left edge
             assert box[1] <= node[0], (box, node)  # and clear of the phone's bar
+            assert page.errors == []
+
+    asyncio.run(main())
+
+
+@pytest.mark.browser
+@needs_browser
+def test_status_page_speaks_its_readers_language():
+    async def main():
+        async with running() as (feed, service, http), chromium_pages() as browser:
+            await push(feed, phone())
+            await until(lambda: len(service.hub.view.get("devices", {})) == 1)
+            r = await http.get("/status", headers={"Accept-Language": "fr-CA,fr;q=0.9"})
+            assert '<html lang="fr">' in r.text and r.headers["vary"] == "Accept-Language"
+            de = catalogue("de")
+            page = await new_page(browser, extra_http_headers={"Accept-Language": "de"})
+            await page.goto(str(http.base_url) + "/status")
+            await wait_js(page, "document.getElementById('health').dataset.state === 'ok'")
+            await wait_js(
+                page,
+                f"document.getElementById('health').textContent === {json.dumps(de['status.health.ok'])}",
+            )
+            assert await page.evaluate("document.title") == de["status.pageTitle"]
+            assert await text(page, "caption") == de["status.now"]
+            rows = await page.evaluate(
+                "[...document.querySelectorAll('#totals tr')]"
+                ".map(r => [r.cells[0].textContent, r.cells[1].textContent])"
+            )
+            assert rows[0] == [de["status.row.devices"], "1"]
+            assert [label for label, _ in rows][-1] == de["status.row.seq"]
+            assert (await text(page, "#uptime")).startswith("läuft seit")
+            shown = await page.evaluate("document.body.innerText")
+            assert [key for key in catalogue("en") if key.startswith("status.") and key in shown] == []
             assert page.errors == []
 
     asyncio.run(main())

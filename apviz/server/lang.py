@@ -1,4 +1,5 @@
-"""Which language a phone's page speaks: the browser's ``Accept-Language``, decided on the server.
+"""Which language a phone's or an operator's page speaks: the browser's ``Accept-Language``,
+decided on the server.
 
 The server decides (and tells the page, in ``/api/me``'s ``lang``) so that the choice is one tested
 function rather than a guess in each browser, and so that a page whose JavaScript is older than the
@@ -9,6 +10,10 @@ length and in entries, and anything malformed is skipped, never an error.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
+
+from starlette.requests import Request
+from starlette.responses import HTMLResponse
 
 from apviz.live.pseudonyms import LANGUAGES
 
@@ -62,3 +67,14 @@ def negotiate(header: str | None, available: Sequence[str] = LANGUAGES, default:
             if lang in available and lang not in excluded:
                 return lang
     return default
+
+
+def page_in_language(path: Path, request: Request, cache: str = "no-cache") -> HTMLResponse:
+    """An HTML page with ``<html lang>`` set to the language negotiated for ``request``.
+
+    The staff pages (operator console, status) speak their reader's language, not the kiosk's; their
+    script reads it from ``<html lang>`` and fills in the words from that catalogue.
+    """
+    lang = negotiate(request.headers.get("accept-language"))
+    html = path.read_text(encoding="utf-8").replace('<html lang="en">', f'<html lang="{lang}">', 1)
+    return HTMLResponse(html, headers={"Cache-Control": cache, "Vary": "Accept-Language"})

@@ -34,14 +34,14 @@ from pathlib import Path
 from typing import Any
 
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
+from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from apviz.live.privacy import LAYOUTS, Mode, check_language, check_layout
 from apviz.live.summary import SessionSummary
 from apviz.server.forget import forget_device
 from apviz.server.guard import RateLimit, same_origin
-from apviz.server.lang import negotiate
+from apviz.server.lang import page_in_language
 from apviz.server.me import client_address
 from apviz.server.static import default_web_dir
 from apviz.server.summary_export import filename, to_csv, to_svg
@@ -152,11 +152,7 @@ def operator_routes(service: Service, web_dir: Path | str | None = None) -> list
             return PlainTextResponse("the operator console is off: set operator.password_hash", 404)
         if not path.is_file():
             return PlainTextResponse(f"apviz: operator.html is missing from {web}", 404)
-        # The console speaks the operator's language (not the kiosk's): the page's script reads it
-        # from <html lang>, so the choice stays the one tested negotiation the phone page uses too.
-        lang = negotiate(request.headers.get("accept-language"))
-        html = path.read_text(encoding="utf-8").replace('<html lang="en">', f'<html lang="{lang}">', 1)
-        return HTMLResponse(html, headers={"Cache-Control": "no-store", "Vary": "Accept-Language"})
+        return page_in_language(path, request, cache="no-store")  # the operator's language
 
     async def login(request: Request) -> Response:
         if not stored:

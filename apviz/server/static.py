@@ -21,6 +21,8 @@ from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from apviz.server.lang import page_in_language
+
 CSP = (
     "default-src 'self'; connect-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
     "object-src 'none'; base-uri 'none'; frame-ancestors 'none'"
@@ -32,6 +34,9 @@ SECURITY_HEADERS = {
 }
 
 PAGES = {"/": "index.html", "/me": "me.html", "/status": "status.html"}
+#: Pages in their reader's language from the first byte (the kiosk follows the operator, /me asks
+#: the server through /api/me).
+STAFF_PAGES = {"status.html"}
 
 # URL name under /vendor/ -> path inside web/node_modules. Keep in step with web/package.json.
 VENDOR = {
@@ -56,6 +61,8 @@ def static_routes(web_dir: Path | str | None = None) -> list[BaseRoute]:
             path = web / name
             if not path.is_file():
                 return PlainTextResponse(f"apviz: {name} is missing from {web}", status_code=404)
+            if name in STAFF_PAGES:
+                return page_in_language(path, request)
             return FileResponse(path, headers={"Cache-Control": "no-cache"})
 
         return endpoint
