@@ -62,6 +62,64 @@ def test_kiosk_join_card_shows_readable_codes(tmp_path):
 
 
 @needs_browser
+@pytest.mark.parametrize("lang", ["en", "de", "fr"])
+def test_join_card_covers_no_panel_in_either_layout(lang):
+    """The card has a place of its own in the grid: it overlaps no chart, counter or legend, and the
+    legend beside it still fits its words (French ones are the longest)."""
+    from playwright.async_api import async_playwright
+
+    panels = [".sankey-panel", ".counters", ".map-panel", ".legend"]
+
+    async def main():
+        async with running(
+            ssid="Museum Wi-Fi", wifi_password="visit the museum", phone_url="http://apviz.lan/me"
+        ) as (
+            feed,
+            service,
+            http,
+        ):
+            service.builder.privacy.set_language(lang)
+            await push(feed, phone(ip="10.99.1.7", mac="02:a5:00:00:00:07"))
+            await until(lambda: len(service.hub.view.get("devices", {})) == 1)
+            async with async_playwright() as p:
+                for layout in ("side", "rotate"):
+                    browser, page = await open_page(p, str(http.base_url) + f"/?layout={layout}")
+                    try:
+                        await page.wait_for_selector("#join-phone img", state="visible", timeout=10000)
+                        await wait_js(page, f"document.documentElement.lang === '{lang}'")
+                        await page.wait_for_timeout(300)
+                        boxes = await page.evaluate(
+                            """(sels) => sels.map((s) => {
+                                const e = document.querySelector(s);
+                                if (getComputedStyle(e).visibility === 'hidden') return null;
+                                const r = e.getBoundingClientRect();
+                                return [s, r.left, r.top, r.right, r.bottom];
+                            }).filter(Boolean)""",
+                            ["#join", *panels],
+                        )
+                        (_, *card), others = boxes[0], boxes[1:]
+                        assert card[0] >= 0 and card[1] >= 0 and card[2] <= 1920 and card[3] <= 1080, card
+                        for name, *box in others:
+                            apart = (
+                                card[2] <= box[0]
+                                or box[2] <= card[0]
+                                or card[3] <= box[1]
+                                or box[3] <= card[1]
+                            )
+                            assert apart, (layout, name, box, card)
+                        overflow = await page.evaluate(
+                            "(() => { const e = document.querySelector('.legend');"
+                            " return [e.scrollWidth - e.clientWidth, e.scrollHeight - e.clientHeight]; })()"
+                        )
+                        assert overflow[0] <= 1 and overflow[1] <= 1, (layout, overflow)
+                        assert page.errors == []
+                    finally:
+                        await browser.close()
+
+    asyncio.run(main())
+
+
+@needs_browser
 def test_operator_console_logs_in_pauses_and_hides():
     from playwright.async_api import async_playwright
 
