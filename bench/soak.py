@@ -214,6 +214,8 @@ def main() -> int:
     parser.add_argument("--clients", type=int, default=10, help="SSE clients")
     parser.add_argument("--seed", type=int, default=7, help="the phones' traffic seed")
     args = parser.parse_args()
+    # Stopped with SIGTERM (kill, a CI timeout): unwind like Ctrl-C, so the lab and apviz go too.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     print(json.dumps(run(args)))
     return 0
 

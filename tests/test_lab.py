@@ -12,15 +12,17 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
 import pytest
 
 from apviz.lab import cleanup, topology
-from apviz.lab.phone import load_personas, parse_personas
+from apviz.lab.phone import Device, load_personas, parse_personas
 from apviz.lab.world import WorldError, load_world, parse_world
 
 # --------------------------------------------------------------------------------------------------
@@ -250,6 +252,50 @@ def test_add_and_remove_phone(lab):
     assert phone.mac not in lab.leases_file.read_text()  # released, not just forgotten
     assert phone.ns not in topology.list_namespaces()
     assert phone not in lab.phones
+
+
+@pytest.mark.lab
+def test_gateway_keeps_its_address_while_phones_come_and_go(lab):
+    """A bridge takes its lowest port's MAC unless told one, and changes it when that phone leaves:
+    the other phones' ARP entries then pointed nowhere, their next DNS query and DHCP release were
+    lost, and in an hour-long soak every phone fell silent. The gateway has one fixed MAC."""
+
+    def bridge_mac() -> str:
+        out = lab.exec_in(lab.gateway_ns, ["ip", "-j", "link", "show", lab.names.bridge])
+        return json.loads(out.stdout)[0]["address"]
+
+    stay = lab.phones[0]
+    assert lab.phone_resolve(stay, "icloud.com").addresses  # its ARP entry for the gateway is warm
+    assert bridge_mac() == topology.GATEWAY_MAC
+    others = [lab.add_phone(f"guest{i}", traffic=False) for i in range(4)]
+    for phone in others:
+        lab.remove_phone(phone)
+        assert bridge_mac() == topology.GATEWAY_MAC
+        assert phone.mac not in lab.leases_file.read_text()  # the release reached the gateway
+    started = time.monotonic()
+    assert lab.phone_resolve(stay, "icloud.com").addresses == ["198.18.4.20"]
+    assert time.monotonic() - started < 2.0  # the first try: nothing was lost
+
+
+def test_phone_dns_gives_up_when_the_answer_is_lost():
+    """A lost answer is a timeout and a retry, as on a real phone, never a wait for ever."""
+    silent = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    silent.bind(("127.0.0.1", 0))
+    device = Device("127.0.0.1", timeout=0.4, dns_port=silent.getsockname()[1])
+    outcome: list[BaseException] = []
+
+    def ask() -> None:
+        try:
+            device.resolve("icloud.com")
+        except BaseException as exc:  # what it raised is the result
+            outcome.append(exc)
+
+    asker = threading.Thread(target=ask, daemon=True)
+    asker.start()
+    asker.join(timeout=5)
+    silent.close()
+    assert not asker.is_alive(), "the phone waited for ever for a lost DNS answer"
+    assert len(outcome) == 1 and isinstance(outcome[0], TimeoutError), outcome
 
 
 @pytest.mark.lab

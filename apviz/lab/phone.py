@@ -193,9 +193,10 @@ def load_personas(path: Path | None = None, known_names: set[str] | None = None)
 class Device:
     """The phone's network behaviour: DNS through the gateway, then TCP or UDP to the answer."""
 
-    def __init__(self, gateway: str, timeout: float = 5.0) -> None:
+    def __init__(self, gateway: str, timeout: float = 5.0, dns_port: int = 53) -> None:
         self.gateway = gateway
         self.timeout = timeout
+        self.dns_port = dns_port
         self._held: list[socket.socket] = []
         self._lock = threading.Lock()
 
@@ -205,9 +206,11 @@ class Device:
         for _ in range(3):
             sock = _bound_udp_socket()
             try:
-                sock.connect((self.gateway, 53))
+                sock.connect((self.gateway, self.dns_port))
                 client, sport = sock.getsockname()
-                response = dns.query.udp(query, self.gateway, timeout=self.timeout / 2, sock=sock)
+                response = dns.query.udp(
+                    query, self.gateway, timeout=self.timeout / 2, port=self.dns_port, sock=sock
+                )
                 break
             except dns.exception.Timeout as exc:
                 last = exc
@@ -349,8 +352,13 @@ class Device:
 
 
 def _bound_udp_socket() -> socket.socket:
-    """A UDP socket on a random ephemeral port we pick (so it is known before the query leaves)."""
+    """A UDP socket on a random ephemeral port we pick (so it is known before the query leaves).
+
+    Non-blocking: dnspython keeps its timeout only on such a socket; on a blocking one a lost answer
+    would leave the phone waiting forever (and a phone that waits forever sends nothing again).
+    """
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.setblocking(False)
     for _ in range(50):
         try:
             sock.bind(("0.0.0.0", random.randint(32768, 60999)))

@@ -25,6 +25,7 @@ NS_RE = re.compile(r"^(avlb[0-9a-f]{4})-[a-z0-9]+$")
 
 LAN = ipaddress.IPv4Network("10.99.1.0/24")
 GATEWAY_IP = "10.99.1.1"
+GATEWAY_MAC = "02:a5:ff:00:00:01"  # locally administered; each lab's LAN is its own segment
 DHCP_RANGE = ("10.99.1.100", "10.99.1.199")
 WAN = ipaddress.IPv4Network("10.99.255.0/30")
 WAN_GATEWAY_IP = "10.99.255.1"
@@ -165,7 +166,10 @@ def create_core(names: Names, upstream_dns: str) -> None:
         [
             "link set lo up",
             f"link add {names.wan} type veth peer name {names.uplink} netns {names.internet_ns}",
-            f"link add {names.bridge} type bridge stp_state 0 forward_delay 0",
+            # A fixed address: a bridge left to itself takes its lowest port's, and changes it when
+            # that phone leaves; the other phones' ARP entries then point nowhere (as no real
+            # access point would do to them) until they time out.
+            f"link add {names.bridge} address {GATEWAY_MAC} type bridge stp_state 0 forward_delay 0",
             f"addr add {GATEWAY_IP}/{lan_prefix} dev {names.bridge}",
             f"link set {names.bridge} up",
             f"addr add {WAN_GATEWAY_IP}/{wan_prefix} dev {names.wan}",
