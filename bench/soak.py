@@ -19,7 +19,8 @@ the state has reached its working size):
 - CPU of the apviz process, in % of one core;
 - dropped events: conntrack resyncs (events the kernel could not deliver) and updates slow SSE
   clients missed; parse errors of dnsmasq lines and leases;
-- errors: ERROR/CRITICAL log lines and tracebacks in apviz's output, and apviz exiting (target 0).
+- errors: ERROR/CRITICAL log lines and tracebacks in apviz's output, and apviz exiting (target 0);
+- liveness: kernel events per 30 s; an interval without any (the lab fell silent) fails the run.
 
 Progress goes to stderr; the last line on stdout is one JSON object. Exit code 0 even when a
 target is missed (``"pass": false`` says so); non-zero only when the benchmark itself fails.
@@ -127,6 +128,10 @@ def run(args: argparse.Namespace) -> dict[str, object]:
         m0: dict[str, float] = {}
         cpu0 = 0.0
         next_report = start + 30
+        # Liveness: 30 phones always make traffic, so every 30 s must bring new kernel events. A
+        # lab that fell silent would otherwise look like a perfectly flat memory curve.
+        events_before = metrics(port).get("apviz_events_total", 0.0)
+        per_interval: list[int] = []
         while time.monotonic() < end:
             if server.poll() is not None:
                 raise RuntimeError(f"apviz exited with {server.returncode}: {output.tail[-5:]}")
@@ -137,9 +142,13 @@ def run(args: argparse.Namespace) -> dict[str, object]:
                 samples.append((now - measure_from, rss_mb(server.pid)))
             if now >= next_report:
                 next_report += 30
+                events_now = metrics(port).get("apviz_events_total", 0.0)
+                per_interval.append(int(events_now - events_before))
+                events_before = events_now
                 say(
                     f"{now - start:5.0f} s: rss {rss_mb(server.pid):.0f} MB, {len(lab.phones)} phones, "
-                    f"{counts['joined']} joined / {counts['left']} left, {len(output.errors)} errors"
+                    f"{counts['joined']} joined / {counts['left']} left, {per_interval[-1]} events, "
+                    f"{len(output.errors)} errors"
                 )
             time.sleep(2.0)
         if not samples:
@@ -175,10 +184,12 @@ def run(args: argparse.Namespace) -> dict[str, object]:
             parse_errors=delta("apviz_parse_errors_total"),
             devices_end=int(m1.get("apviz_devices", 0)),
             flows_end=int(m1.get("apviz_flows", 0)),
+            min_events_per_30s=min(per_interval, default=0),
+            silent_intervals=sum(1 for n in per_interval if n == 0),
             errors=errors,
             error_lines=output.errors[:5],
         )
-        result["pass"] = growth < TARGET_GROWTH_PCT and errors == 0
+        result["pass"] = growth < TARGET_GROWTH_PCT and errors == 0 and result["silent_intervals"] == 0
         return result
     finally:
         stop.set()

@@ -33,5 +33,6 @@ def test_soak_memory_levels_off_and_nothing_fails():
     assert result["visitors_joined"] >= SECONDS / 20  # the crowd really changed
     assert result["sse_clients"] == 10
     assert result["parse_errors"] == 0
+    assert result["silent_intervals"] == 0 and result["min_events_per_30s"] > 0, result  # kept talking
     assert result["growth_pct"] < result["target_growth_pct"], result
     assert result["pass"], result
