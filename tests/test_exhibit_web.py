@@ -62,10 +62,20 @@ def test_kiosk_join_card_shows_readable_codes(tmp_path):
 
 
 @needs_browser
-@pytest.mark.parametrize("lang", ["en", "de", "fr"])
-def test_join_card_covers_no_panel_in_either_layout(lang):
+@pytest.mark.parametrize(
+    ("lang", "screen"),
+    [
+        ("en", (1920, 1080)),
+        ("de", (1920, 1080)),
+        ("fr", (1920, 1080)),
+        ("fr", (1280, 720)),
+        ("de", (2560, 1440)),
+    ],
+)
+def test_join_card_covers_no_panel_in_either_layout(lang, screen):
     """The card has a place of its own in the grid: it overlaps no chart, counter or legend, and the
-    legend beside it still fits its words (French ones are the longest)."""
+    legend beside it still fits its words (French ones are the longest). A screen of another size
+    shows the same picture scaled: everything inside it, nothing overflowing."""
     from playwright.async_api import async_playwright
 
     panels = [".sankey-panel", ".counters", ".map-panel", ".legend"]
@@ -83,8 +93,10 @@ def test_join_card_covers_no_panel_in_either_layout(lang):
             await until(lambda: len(service.hub.view.get("devices", {})) == 1)
             async with async_playwright() as p:
                 for layout in ("side", "rotate"):
-                    browser, page = await open_page(p, str(http.base_url) + f"/?layout={layout}")
+                    browser, page = await open_page(p, "about:blank")
                     try:
+                        await page.set_viewport_size({"width": screen[0], "height": screen[1]})
+                        await page.goto(str(http.base_url) + f"/?layout={layout}")
                         await page.wait_for_selector("#join-phone img", state="visible", timeout=10000)
                         await wait_js(page, f"document.documentElement.lang === '{lang}'")
                         await page.wait_for_timeout(300)
@@ -98,7 +110,11 @@ def test_join_card_covers_no_panel_in_either_layout(lang):
                             ["#join", *panels],
                         )
                         (_, *card), others = boxes[0], boxes[1:]
-                        assert card[0] >= 0 and card[1] >= 0 and card[2] <= 1920 and card[3] <= 1080, card
+                        for name, *box in [("#join", *card), *others]:
+                            inside = (
+                                box[0] >= 0 and box[1] >= 0 and box[2] <= screen[0] and box[3] <= screen[1]
+                            )
+                            assert inside, (layout, name, box, screen)
                         for name, *box in others:
                             apart = (
                                 card[2] <= box[0]

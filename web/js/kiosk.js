@@ -35,6 +35,8 @@ const debug = params.get("debug") === "1";
 const $ = (id) => /** @type {HTMLElement} */ (document.getElementById(id));
 
 async function main() {
+  fitToScreen();
+  window.addEventListener("resize", fitToScreen);
   await setLanguage("en"); // the fallback words, before the first view names the operator's language
   try {
     requireVendor("d3", "sankey", "topojson");
@@ -219,6 +221,22 @@ class Layout {
       }, every * 1000);
     }
   }
+}
+
+/** The size the kiosk is laid out for: a 1080p television. */
+const DESIGN = { width: 1920, height: 1080 };
+
+/**
+ * Scale the whole page to the screen: the kiosk is laid out once, for 1920 x 1080, and a 1280 x 720
+ * or a 2560 x 1440 screen shows the same picture smaller or larger, instead of panels that
+ * overflow or float in empty space. (CSS `zoom` set from script: the CSP forbids inline style in
+ * the markup, not the style object.)
+ */
+function fitToScreen() {
+  const scale = Math.min(window.innerWidth / DESIGN.width, window.innerHeight / DESIGN.height);
+  const fitted = Math.abs(scale - 1) >= 0.02;
+  document.documentElement.classList.toggle("fitted", fitted); // body: 1920 x 1080 (kiosk.css)
+  document.documentElement.style.zoom = fitted ? String(Math.max(0.4, scale)) : "";
 }
 
 /**
