@@ -418,3 +418,30 @@ def test_two_labs_side_by_side(lab_factory):
 def test_connect_to_unknown_name_fails_clearly(module_lab):
     with pytest.raises(topology.LabError, match="NXDOMAIN"):
         module_lab.phone_connect(module_lab.phones[0], "no-such-name.example")
+
+
+def test_a_forked_child_ends_on_sigterm_without_unwinding(tmp_path):
+    """pyroute2 forks a child to open a socket in a namespace and SIGTERMs it. If the child unwound
+    like Ctrl-C it would run its copy of our event loop's shutdown and unregister the loop's wake-up
+    socket from the epoll instance the two share: ``apviz lab`` then hung at exit. The child must end
+    at once, running none of our code."""
+    marker = tmp_path / "unwound"
+    code = f"""
+import os, signal, time
+from apviz.lab.cli import _install_signal_handlers
+_install_signal_handlers()
+pid = os.fork()
+if pid == 0:
+    try:
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(5)
+    finally:
+        open({str(marker)!r}, "w").write("unwound")
+    os._exit(0)
+_, status = os.waitpid(pid, 0)
+print(os.waitstatus_to_exitcode(status))
+"""
+    root = Path(__file__).resolve().parents[1]
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30, cwd=root)
+    assert out.stdout.strip() == str(128 + signal.SIGTERM), out
+    assert not marker.exists()

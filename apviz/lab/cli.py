@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import os
 import signal
 import sys
 import time
@@ -117,9 +118,18 @@ def _install_signal_handlers() -> None:
     """SIGTERM/SIGHUP unwind like Ctrl-C, so the ``with Lab`` block removes everything.
 
     After the first signal further ones are ignored: a second Ctrl-C must not interrupt the cleanup.
+
+    Only in this process: pyroute2 forks a short-lived child to open a socket in a namespace and
+    SIGTERMs it when done. A child that unwound like Ctrl-C would run the copy of our event loop's
+    shutdown and unregister the loop's wake-up socket from the epoll instance it shares with us: our
+    loop then never woke again (``apviz lab --duration`` hung at exit, about one run in five under
+    load). The child ends as the signal says instead.
     """
+    main_pid = os.getpid()
 
     def handler(signum: int, frame: FrameType | None) -> None:
+        if os.getpid() != main_pid:
+            os._exit(128 + signum)
         for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             signal.signal(sig, signal.SIG_IGN)
         raise KeyboardInterrupt(f"signal {signum}")
