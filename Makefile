@@ -53,7 +53,7 @@ demo: setup
 test: setup
 	$(BIN)/ruff check apviz tests bench
 	$(BIN)/ruff format --check apviz tests bench
-	$(BIN)/python -m pytest -q -ra
+	$(BIN)/python -m pytest -q -ra --durations=15
 	@$(BIN)/apviz lab down --check
 
 lint: setup
