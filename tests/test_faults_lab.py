@@ -216,6 +216,11 @@ def test_journal_rotated_and_vacuumed_under_the_service(lab_factory):
                     10,
                     "an archived file",
                 )
+                # journald opens the new active file at the next message, and --vacuum-files counts the
+                # active file too: without one, the archive is "the one file to keep". Traffic goes on.
+                await asyncio.to_thread(lab.phone_resolve, "phone-1", "www.google.com")
+                active = journald.journal_dir / "system.journal"
+                await until(active.exists, 10, "a new active journal file")
                 vacuum = await asyncio.to_thread(
                     lambda: subprocess.run(
                         ["journalctl", f"--directory={journald.journal_dir}", "--vacuum-files=1"],
