@@ -46,6 +46,12 @@ def add_lab_arguments(parser: argparse.ArgumentParser) -> None:
         help="personas given to the phones in turn (default: the mix in data/lab/personas.toml)",
     )
     g.add_argument("--no-traffic", action="store_true", help="bring phones up but let them stay quiet")
+    g.add_argument(
+        "--no-policy",
+        action="store_true",
+        help="without the network policy (dnsmasq/apviz-policy.conf, nftables/apviz-policy.nft): phones "
+        "may use Private Relay, DoH and DNS over TLS",
+    )
     g.add_argument("--seed", type=int, metavar="N", help="random seed for reproducible traffic")
     g.add_argument("--prefix", metavar="avlbXXXX", help="run prefix (default: random)")
     g.add_argument("--workdir", type=Path, metavar="DIR", help="keep the run's files (logs, leases) here")
@@ -145,6 +151,7 @@ def describe(lab: Lab) -> str:
         f"  gateway namespace  {lab.gateway_ns}  (LAN {lab.lan_cidr} on {lab.bridge}, at {lab.gateway_ip})",
         f"  internet namespace {lab.internet_ns}  (198.18.0.0/15, resolver {lab.upstream_dns})",
         f"  leases             {lab.leases_file}",
+        f"  network policy     {'on' if lab.policy else 'off (--no-policy)'}",
     ]
     if lab.dnsmasq_log:
         lines.append(f"  dnsmasq log        {lab.dnsmasq_log}")
@@ -212,6 +219,7 @@ def _up(args: argparse.Namespace) -> int:
             workdir=args.workdir,
             prefix=args.prefix,
             seed=args.seed,
+            policy=not args.no_policy,
         )
     except (LabError, ValueError) as exc:
         print(f"apviz lab: {exc}", file=sys.stderr)

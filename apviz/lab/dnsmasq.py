@@ -21,11 +21,13 @@ def gateway_config(
     log_file: Path | None,
     upstream: str,
     lease_time: str = "12h",
+    policy_conf: Path | None = None,
 ) -> str:
     """The gateway's dnsmasq: DHCP on the bridge, DNS forwarded to the internet's resolver.
 
     ``log_file`` None means syslog (journal mode: the process runs with /dev/log bound to a private
-    journald).
+    journald). ``policy_conf`` is the appliance's own policy drop-in (``dnsmasq/apviz-policy.conf``),
+    included as it ships, so the lab tests prove the file the gateway installs.
     """
     first, last = topology.DHCP_RANGE
     netmask = topology.LAN.netmask
@@ -51,6 +53,8 @@ def gateway_config(
     ]
     if log_file is not None:
         lines.append(f"log-facility={log_file}")
+    if policy_conf is not None:
+        lines.append(f"conf-file={policy_conf}")
     return "\n".join(lines) + "\n"
 
 

@@ -137,6 +137,8 @@ class Lab:
 
     Use as a context manager (``with Lab(phones=3) as lab:``) or call ``start()`` and ``close()``.
     ``log="journal"`` makes the gateway's dnsmasq log through a private journald instead of a file.
+    ``policy`` (default on, as the exhibit ships) applies the appliance's network policy files: the
+    dnsmasq drop-in and the nftables table (docs/network-policy.md).
     """
 
     def __init__(
@@ -150,6 +152,7 @@ class Lab:
         world: World | None = None,
         personas_file: Path | None = None,
         seed: int | None = None,
+        policy: bool = True,
     ) -> None:
         if log not in ("file", "journal"):
             raise LabError(f"log must be 'file' or 'journal', not {log!r}")
@@ -158,6 +161,7 @@ class Lab:
         self.log: LogMode = log
         self.traffic = traffic
         self.seed = seed
+        self.policy = policy
         self.world = world or load_world()
         self.personas_file = personas_file or DEFAULT_PERSONAS
         self.persona_book: Personas = load_personas(self.personas_file, set(self.world.names))
@@ -262,6 +266,8 @@ class Lab:
         cleanup.record_namespace(self.run_dir, self.gateway_ns)
         cleanup.record_namespace(self.run_dir, self.internet_ns)
         topology.create_core(self.names, self.upstream_dns)
+        if self.policy:
+            topology.load_nft_file(self.names, topology.POLICY_NFT)
         t1 = time.monotonic()
         self.timings["topology"] = t1 - t0
 
@@ -420,6 +426,7 @@ class Lab:
                 pid_file=gw / "dnsmasq.pid",
                 log_file=self.dnsmasq_log,
                 upstream=self.upstream_dns,
+                policy_conf=topology.POLICY_DNSMASQ if self.policy else None,
             )
         )
         wrap = self.journald.wrap if self.journald is not None else None
@@ -644,6 +651,7 @@ class Lab:
             "wan_ip": self.wan_ip,
             "upstream_dns": self.upstream_dns,
             "log": self.log,
+            "policy": self.policy,
             "run_dir": str(self.run_dir),
             "dnsmasq_log": str(self.dnsmasq_log) if self.dnsmasq_log else None,
             "journal_dir": str(self.journal_dir) if self.journal_dir else None,

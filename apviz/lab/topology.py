@@ -18,6 +18,7 @@ import secrets
 import subprocess
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 PREFIX_RE = re.compile(r"^avlb[0-9a-f]{4}$")
 #: Names of namespaces (and run dirs) a lab creates: the prefix, a dash, a role.
@@ -32,6 +33,14 @@ WAN_GATEWAY_IP = "10.99.255.1"
 WAN_INTERNET_IP = "10.99.255.2"
 INTERNET = ipaddress.IPv4Network("198.18.0.0/15")
 MAX_IFNAME = 15
+
+# The appliance's network policy files, loaded by the lab exactly as they ship (see docs/network-policy.md).
+_REPO = Path(__file__).resolve().parents[2]
+POLICY_DNSMASQ = _REPO / "dnsmasq" / "apviz-policy.conf"
+POLICY_NFT = _REPO / "nftables" / "apviz-policy.nft"
+DNS_REDIRECT_NFT = _REPO / "nftables" / "apviz-dns-redirect.nft"
+POLICY_TABLE = "apviz_policy"
+DNS_REDIRECT_TABLE = "apviz_dns_redirect"
 
 
 class LabError(RuntimeError):
@@ -143,6 +152,20 @@ table ip apviz_lab {{
     }}
 }}
 """
+
+
+def load_nft_file(names: Names, path: Path) -> None:
+    """Load one of the appliance's nft files in the gateway, with the lab's bridge as the Wi-Fi (LAN_IF).
+
+    The files replace their own table, so loading again is how the lab reloads them.
+    """
+    run(["ip", "netns", "exec", names.gateway_ns, "nft", "-D", f"LAN_IF={names.bridge}", "-f", str(path)])
+
+
+def delete_table(names: Names, table: str) -> bool:
+    """Delete ``inet <table>`` in the gateway (what the policy unit's ExecStop does); False if absent."""
+    argv = ["ip", "netns", "exec", names.gateway_ns, "nft", "delete", "table", "inet", table]
+    return run(argv, check=False).returncode == 0
 
 
 def create_core(names: Names, upstream_dns: str) -> None:
