@@ -12,6 +12,11 @@
 # (the kiosk's web/ and the data/ folder live beside the package, not inside the wheel); the pinned
 # offline data and the kiosk's JS (npm ci, nothing fetched at run time); /etc/apviz/apviz.toml from
 # `apviz config --example` unless it exists (an upgrade keeps it); systemd/apviz.service, enabled.
+# The network policy that keeps phones on dnsmasq (docs/network-policy.md): dnsmasq/apviz-policy.conf
+# as /etc/dnsmasq.d/apviz-policy.conf, nftables/*.nft in /etc/apviz/nftables/, and the units
+# apviz-policy.service (enabled) and apviz-dns-redirect.service (optional: installed, not enabled).
+# An upgrade keeps a policy file you edited or deleted (it compares with the copy it shipped last
+# time), and leaves the units' enabled/disabled state as you set it; --uninstall removes them all.
 #
 # DESTDIR=/some/root installs into that tree instead of / (for packaging and tests): users and
 # systemctl are then skipped, since neither can act on another root.
@@ -24,11 +29,19 @@ ETC=/etc/apviz
 UNIT_DIR=/etc/systemd/system
 USER_NAME=apviz
 PYTHON="${PYTHON:-/usr/bin/python3}"
-APT_PKGS="python3-venv python3-dev libsystemd-dev pkg-config gcc dnsmasq npm iproute2 util-linux"
+APT_PKGS="python3-venv python3-dev libsystemd-dev pkg-config gcc dnsmasq nftables npm iproute2 util-linux"
+DNSMASQ_D=/etc/dnsmasq.d
+# The network policy's files: where each lives in the source tree, and where it is installed.
+POLICY_FILES=(
+  "dnsmasq/apviz-policy.conf:$DNSMASQ_D/apviz-policy.conf"
+  "nftables/apviz-policy.nft:$ETC/nftables/apviz-policy.nft"
+  "nftables/apviz-dns-redirect.nft:$ETC/nftables/apviz-dns-redirect.nft"
+)
+POLICY_UNITS="apviz-policy.service apviz-dns-redirect.service"
 
 DRY=0 UNINSTALL=0 PURGE=0 APT=1 DATA=1 VENV=1 NOW=0
 usage() {
-  sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'
+  sed -n '2,25p' "$0" | sed 's/^# \{0,1\}//'
   echo "options: --prefix DIR --dry-run --uninstall --purge --now --no-apt --no-data --no-venv"
 }
 while [ $# -gt 0 ]; do
@@ -68,12 +81,24 @@ if [ "$DRY" = 0 ] && [ "$SYSTEM" = 1 ] && [ "$(id -u)" != 0 ]; then
 fi
 
 uninstall() {
-  if [ "$SYSTEM" = 1 ]; then
-    if command -v systemctl >/dev/null && [ -e "$UNIT_DIR/apviz.service" ]; then
-      run systemctl disable --now apviz.service
-    fi
+  if [ "$SYSTEM" = 1 ] && command -v systemctl >/dev/null; then
+    for unit in apviz.service $POLICY_UNITS; do
+      # disable --now: stopping a policy unit deletes its nftables table.
+      [ -e "$UNIT_DIR/$unit" ] && run systemctl disable --now "$unit"
+    done
   fi
-  run rm -f "$ROOT$UNIT_DIR/apviz.service"
+  for unit in apviz.service $POLICY_UNITS; do
+    run rm -f "$ROOT$UNIT_DIR/$unit"
+  done
+  # The policy goes with apviz: it exists for apviz's sake, nobody would see its effect any more.
+  local pair
+  for pair in "${POLICY_FILES[@]}"; do
+    run rm -f "$ROOT${pair#*:}"
+  done
+  [ -d "$ROOT$ETC/nftables" ] && run rmdir --ignore-fail-on-non-empty "$ROOT$ETC/nftables"
+  if [ "$SYSTEM" = 1 ] && command -v systemctl >/dev/null; then
+    run systemctl try-restart dnsmasq.service
+  fi
   [ "$SYSTEM" = 1 ] && command -v systemctl >/dev/null && run systemctl daemon-reload
   run rm -rf "$ROOT$PREFIX"
   if [ "$SYSTEM" = 1 ] && getent passwd "$USER_NAME" >/dev/null; then
@@ -109,7 +134,7 @@ install_app() {
   run mkdir -p "$ROOT$APP"
   # Only what runs: the package, the front-end, the data and the scripts (node_modules are copied when
   # present, so an offline upgrade works; otherwise npm ci fills them below).
-  local parts="apviz web data scripts systemd dnsmasq hostapd pyproject.toml README.md apviz.toml.example"
+  local parts="apviz web data scripts systemd dnsmasq nftables hostapd pyproject.toml README.md apviz.toml.example"
   local skip=(--exclude=__pycache__ --exclude=data/lab/build)
   [ "$DATA" = 1 ] || skip+=(--exclude=data/node_modules --exclude=web/node_modules)
   echo "+ tar -C $SRC ${skip[*]} -c $parts | tar -C $ROOT$APP -x"
@@ -156,6 +181,60 @@ install_config() {
   fi
 }
 
+# Policy files the operator edited or deleted since the last install: decided before install_app
+# replaces the copies shipped last time ($APP/...), which are what "unedited" is compared with.
+declare -A POLICY_LOCAL=()
+policy_plan() {
+  local pair src dest old
+  for pair in "${POLICY_FILES[@]}"; do
+    src="${pair%%:*}" dest="$ROOT${pair#*:}" old="$ROOT$APP/${pair%%:*}"
+    [ -e "$old" ] || continue   # first install of the policy: nothing local to keep
+    if [ ! -e "$dest" ]; then
+      POLICY_LOCAL[$src]=deleted
+    elif ! cmp -s "$old" "$dest"; then
+      POLICY_LOCAL[$src]=edited
+    fi
+  done
+}
+
+install_policy() {
+  say "network policy -> $DNSMASQ_D/apviz-policy.conf, $ETC/nftables/ (docs/network-policy.md)"
+  local pair src dest
+  for pair in "${POLICY_FILES[@]}"; do
+    src="${pair%%:*}" dest="${pair#*:}"
+    case "${POLICY_LOCAL[$src]:-}" in
+      deleted) say "kept $dest deleted (you removed it); the shipped one: $APP/$src" ;;
+      edited) say "kept your edited $dest; the shipped one: $APP/$src" ;;
+      *)
+        run mkdir -p "$ROOT$(dirname "$dest")"
+        run install -m 0644 "$SRC/$src" "$ROOT$dest"
+        ;;
+    esac
+  done
+  local unit first
+  for unit in $POLICY_UNITS; do
+    first=0
+    [ -e "$ROOT$UNIT_DIR/$unit" ] || first=1
+    run install -m 0644 "$SRC/systemd/$unit" "$ROOT$UNIT_DIR/$unit"
+    # Enable apviz-policy on the first install only: an operator who disabled it keeps it disabled.
+    # apviz-dns-redirect stays off until someone turns it on (its trade-offs: docs/network-policy.md).
+    if [ "$SYSTEM" = 1 ] && command -v systemctl >/dev/null && [ "$unit" = apviz-policy.service ]; then
+      run systemctl daemon-reload
+      if [ "$first" = 1 ] && [ "$NOW" = 1 ]; then
+        run systemctl enable --now "$unit"
+      elif [ "$first" = 1 ]; then
+        run systemctl enable "$unit"
+      else
+        run systemctl try-reload-or-restart "$unit"   # new rules for a policy that is on
+      fi
+    fi
+  done
+  if [ "$SYSTEM" = 1 ] && command -v systemctl >/dev/null; then
+    # dnsmasq reads its drop-ins at start: restart it if it runs (a second without DNS).
+    run systemctl try-restart dnsmasq.service
+  fi
+}
+
 install_unit() {
   say "systemd unit -> $UNIT_DIR/apviz.service"
   run mkdir -p "$ROOT$UNIT_DIR"
@@ -177,10 +256,12 @@ if [ "$UNINSTALL" = 1 ]; then
 fi
 [ "$APT" = 1 ] && [ "$SYSTEM" = 1 ] && install_apt
 [ "$SYSTEM" = 1 ] && install_user
+policy_plan
 install_app
 [ "$VENV" = 1 ] && install_venv
 [ "$DATA" = 1 ] && install_data
 install_config
 install_unit
+install_policy
 say "done. Check the set-up: sudo $VENV_DIR/bin/apviz doctor --config $ETC/apviz.toml"
 [ "$NOW" = 1 ] || say "then start it: sudo systemctl start apviz"

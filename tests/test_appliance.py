@@ -188,3 +188,88 @@ def test_user_error_finds_the_leaf():
     assert errors.user_error(group) is leaf
     assert errors.message(leaf) == "no"
     assert errors.user_error(ExceptionGroup("g", [ValueError("x")])) is None
+
+
+# --------------------------------------------------------------------------------------------------
+# the network policy's appliance files (their effect on phones: tests/test_policy_lab.py)
+
+POLICY_UNITS = ("apviz-policy.service", "apviz-dns-redirect.service")
+
+
+def _active_lines(path: Path) -> list[tuple[int, str]]:
+    lines = path.read_text().splitlines()
+    return [(i, line) for i, line in enumerate(lines) if line.strip() and not line.lstrip().startswith("#")]
+
+
+@pytest.mark.skipif(shutil.which("dnsmasq") is None, reason="dnsmasq is not installed")
+def test_policy_dropin_passes_dnsmasq_test():
+    result = subprocess.run(
+        ["dnsmasq", "--test", f"--conf-file={ROOT / 'dnsmasq/apviz-policy.conf'}"],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0 and "syntax check OK" in result.stderr, result.stderr
+
+
+def test_policy_dropin_answers_the_three_names_and_says_why():
+    path = ROOT / "dnsmasq/apviz-policy.conf"
+    lines = path.read_text().splitlines()
+    active = _active_lines(path)
+    assert [line for _, line in active] == [
+        "address=/use-application-dns.net/",
+        "address=/mask.icloud.com/",
+        "address=/mask-h2.icloud.com/",
+    ]
+    for i, line in active:  # every switch has its reason right above it
+        assert lines[i - 1].startswith("# "), line
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="nft --check needs CAP_NET_ADMIN")
+@pytest.mark.parametrize("name", ["apviz-policy.nft", "apviz-dns-redirect.nft"])
+def test_nft_files_parse_with_a_lan_interface_and_say_why(name):
+    path = ROOT / "nftables" / name
+    result = subprocess.run(
+        ["nft", "--check", "-D", "LAN_IF=wlan0", "-f", str(path)], capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr
+    # Without LAN_IF, nft refuses the file (no silent default that might be the wrong interface).
+    result = subprocess.run(["nft", "--check", "-f", str(path)], capture_output=True, text=True)
+    assert result.returncode != 0 and "LAN_IF" in result.stderr
+    lines = path.read_text().splitlines()
+    for i, line in _active_lines(path):
+        if line.strip() in ("}",) or line.strip().startswith(("table ", "delete table", "chain ")):
+            continue
+        # Each rule or hook is explained by a comment above it (possibly above a run of rules).
+        above = [x.strip() for x in lines[max(0, i - 4) : i]]
+        assert any(x.startswith("#") for x in above), line
+
+
+def _policy_unit_for_test(tmp_path: Path, name: str) -> Path:
+    """The unit with nft's path as found here (verify checks the binary exists)."""
+    nft = shutil.which("nft") or "/usr/sbin/nft"
+    unit = tmp_path / name
+    unit.write_text((ROOT / "systemd" / name).read_text().replace("/usr/sbin/nft", nft))
+    return unit
+
+
+@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze is not installed")
+@pytest.mark.parametrize("name", POLICY_UNITS)
+def test_policy_units_verify_without_any_warning(tmp_path, name):
+    result = subprocess.run(
+        ["systemd-analyze", "verify", str(_policy_unit_for_test(tmp_path, name))],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0 and result.stderr == "", result.stderr
+
+
+@pytest.mark.parametrize("name", POLICY_UNITS)
+def test_policy_units_load_the_installed_file_and_remove_their_table(name):
+    text = (ROOT / "systemd" / name).read_text()
+    nft_file = name.replace(".service", ".nft")
+    table = "apviz_policy" if name == "apviz-policy.service" else "apviz_dns_redirect"
+    assert "Type=oneshot" in text and "RemainAfterExit=yes" in text
+    assert f"ExecStart=/usr/sbin/nft -D LAN_IF=${{LAN_IF}} -f /etc/apviz/nftables/{nft_file}" in text
+    assert f"ExecStop=-/usr/sbin/nft delete table inet {table}" in text
+    assert "Environment=LAN_IF=wlan0" in text and "EnvironmentFile=-/etc/default/apviz-policy" in text
+    assert f"table inet {table} {{" in (ROOT / "nftables" / nft_file).read_text()

@@ -9,6 +9,14 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "scripts/install.sh"
 FAST = ["--no-apt", "--no-data", "--no-venv"]  # no network, no 200 MB copy: the layout is what is tested
+# The network policy's files: (in the source tree, installed path below the root).
+POLICY = [
+    ("dnsmasq/apviz-policy.conf", "etc/dnsmasq.d/apviz-policy.conf"),
+    ("nftables/apviz-policy.nft", "etc/apviz/nftables/apviz-policy.nft"),
+    ("nftables/apviz-dns-redirect.nft", "etc/apviz/nftables/apviz-dns-redirect.nft"),
+    ("systemd/apviz-policy.service", "etc/systemd/system/apviz-policy.service"),
+    ("systemd/apviz-dns-redirect.service", "etc/systemd/system/apviz-dns-redirect.service"),
+]
 
 
 def install(destdir: Path, *args: str) -> subprocess.CompletedProcess:
@@ -31,6 +39,10 @@ def test_install_upgrade_uninstall_purge(tmp_path):
         and (app / "data/companies.toml").is_file()
     )
     assert not list(app.rglob("__pycache__"))
+    # The network policy, byte for byte as shipped; its optional redirect installed, not enabled.
+    for src, dest in POLICY:
+        assert (tmp_path / dest).read_bytes() == (ROOT / src).read_bytes(), dest
+        assert oct((tmp_path / dest).stat().st_mode & 0o777) == "0o644"
     assert "+ useradd" not in result.stdout and "+ systemctl" not in result.stdout  # not in a DESTDIR
 
     conf.write_text("[server]\nport = 9000\n")  # the operator's edit survives an upgrade
@@ -42,9 +54,34 @@ def test_install_upgrade_uninstall_purge(tmp_path):
     assert result.returncode == 0, result.stderr
     assert not (tmp_path / "opt/apviz").exists()
     assert not (tmp_path / "etc/systemd/system/apviz.service").exists()
+    for _, dest in POLICY:  # the policy goes with apviz
+        assert not (tmp_path / dest).exists(), dest
+    assert not (tmp_path / "etc/apviz/nftables").exists()
     assert conf.exists()
     assert install(tmp_path, "--uninstall", "--purge").returncode == 0
     assert not (tmp_path / "etc/apviz").exists()
+
+
+def test_upgrade_keeps_a_policy_file_the_operator_edited_or_deleted(tmp_path):
+    assert install(tmp_path, *FAST).returncode == 0
+    dropin = tmp_path / "etc/dnsmasq.d/apviz-policy.conf"
+    edited = dropin.read_text().replace(
+        "address=/use-application-dns.net/", "#address=/use-application-dns.net/"
+    )
+    dropin.write_text(edited)
+    redirect = tmp_path / "etc/apviz/nftables/apviz-dns-redirect.nft"
+    redirect.unlink()
+    (tmp_path / "etc/apviz/nftables/apviz-policy.nft").write_text("stale copy\n")  # an old, unedited...
+    (tmp_path / "opt/apviz/app/nftables/apviz-policy.nft").write_text("stale copy\n")  # ...as shipped then
+    for _ in range(2):  # and again: the decision sticks
+        result = install(tmp_path, *FAST)
+        assert result.returncode == 0, result.stderr
+        assert "kept your edited /etc/dnsmasq.d/apviz-policy.conf" in result.stdout
+        assert "kept /etc/apviz/nftables/apviz-dns-redirect.nft deleted" in result.stdout
+        assert dropin.read_text() == edited and not redirect.exists()
+    # An unedited file is replaced by the new shipped one.
+    nft = ROOT / "nftables/apviz-policy.nft"
+    assert (tmp_path / "etc/apviz/nftables/apviz-policy.nft").read_text() == nft.read_text()
 
 
 def test_prefix_is_written_into_the_unit(tmp_path):
@@ -67,13 +104,23 @@ def test_dry_run_prints_every_step_and_changes_nothing(tmp_path):
     ):
         assert step in out
     assert "systemctl enable apviz.service" in out
+    assert "systemctl enable apviz-policy.service" in out
+    assert "enable apviz-dns-redirect" not in out  # optional: never turned on by the installer
+    assert (
+        "install -m 0644 " + str(ROOT / "dnsmasq/apviz-policy.conf") + " /etc/dnsmasq.d/apviz-policy.conf"
+        in out
+    )
+    assert "/etc/apviz/nftables/apviz-policy.nft" in out and "systemctl try-restart dnsmasq.service" in out
     assert not Path("/opt/apviz").exists() and not Path("/etc/systemd/system/apviz.service").exists()
+    assert not Path("/etc/dnsmasq.d/apviz-policy.conf").exists() and not Path("/etc/apviz/nftables").exists()
     result = subprocess.run(
         [str(SCRIPT), "--dry-run", "--uninstall"], env=env, capture_output=True, text=True, timeout=60
     )
     assert (
         result.returncode == 0 and "rm -rf /opt/apviz" in result.stdout and "kept /etc/apviz" in result.stdout
     )
+    for _, dest in POLICY:
+        assert f"rm -f /{dest}" in result.stdout
 
 
 def test_bad_option_is_refused():
