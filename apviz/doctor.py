@@ -5,7 +5,8 @@ flags as ``serve``; the same conntrack socket, log reader and leases parser) and
 ``warn`` or ``FAIL`` with the command or setting that fixes it. The operator is often a teacher or a
 museum technician setting up a Raspberry Pi: a line that says *what to type* beats a traceback.
 ``FAIL`` marks what stops the exhibit from working at all (no conntrack access, no byte counters,
-no DNS names, no devices, a listen address that cannot be bound); ``warn`` marks a degraded view.
+no DNS names, no devices, a listen address that cannot be bound, in exhibit and classroom mode no
+network policy: apviz_doctor_policy); ``warn`` marks a degraded view.
 The exit status is 1 when anything failed, so scripts (and ``scripts/install.sh``) can rely on it.
 """
 
@@ -662,6 +663,9 @@ def run_checks(cfg: Config, now: float | None = None) -> list[Check]:
         jdir = Path(cfg.sources.journal_dir) if cfg.sources.journal_dir else None
         checks.append(check_dnsmasq_journal(jdir, now))
     checks.append(check_leases(cfg.sources.leases))
+    from apviz.doctor_policy import policy_checks
+
+    checks += policy_checks(cfg)
     checks += check_data(cfg, now)
     checks += check_listen(cfg)
     checks.append(check_hostapd())
