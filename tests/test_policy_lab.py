@@ -286,3 +286,32 @@ def test_dns_redirect_sends_outside_queries_to_the_gateway_dnsmasq(lab_factory):
     assert outside_query(lab, outside_resolver, "www.reddit.com")["addresses"]
     time.sleep(0.1)
     assert not gateway_log_has(lab, "www.reddit.com", phone.ip)
+
+
+# --------------------------------------------------------------------------------------------------
+# apviz lab --no-policy
+
+
+@pytest.mark.parametrize("flag, shown", [([], "on"), (["--no-policy"], "off (--no-policy)")])
+def test_lab_command_applies_the_policy_unless_told_not_to(flag, shown):
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "apviz.cli",
+            "lab",
+            "--phones",
+            "0",
+            "--view",
+            "none",
+            "--duration",
+            "0.2",
+            *flag,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert re.search(rf"^  network policy +{re.escape(shown)}$", out.stdout, flags=re.M), out.stdout
