@@ -225,6 +225,29 @@ def test_policy_reload_is_idempotent_and_logs_to_the_nflog_group(lab_factory):
     assert probe(lab, lab.gateway_ip)["tcp"] == "refused"
 
 
+def test_refusals_reach_nflog_group_7400_with_the_prefix(lab_factory):
+    """What apviz's NFLOG reader gets: tcpdump reads the same group (fail-open: nobody else listens)."""
+    lab = lab_factory(phones=1)
+    pcap = lab.run_dir / "nflog.pcap"
+    argv = ["ip", "netns", "exec", lab.gateway_ns, "tcpdump", "-i", "nflog:7400", "-U", "-c", "2"]
+    tcpdump = subprocess.Popen([*argv, "-w", str(pcap)], stderr=subprocess.PIPE, text=True)
+    try:
+        assert tcpdump.stderr is not None
+        assert "listening on nflog:7400" in tcpdump.stderr.readline()
+        result = probe(lab, OUTSIDE)
+        assert result["tcp"] == "refused" and result["udp"] == "refused", result
+        tcpdump.wait(timeout=10)
+    finally:
+        if tcpdump.poll() is None:
+            tcpdump.kill()
+            tcpdump.wait(timeout=5)
+    assert pcap.read_bytes().count(b"apviz-dot-refused") == 2
+    text = subprocess.run(["tcpdump", "-nr", str(pcap)], capture_output=True, text=True, check=True).stdout
+    phone = lab.phones[0].ip
+    assert re.search(rf"IP {re.escape(str(phone))}\.\d+ > {re.escape(OUTSIDE)}\.853: Flags \[S\]", text), text
+    assert re.search(rf"IP {re.escape(str(phone))}\.\d+ > {re.escape(OUTSIDE)}\.853: UDP", text), text
+
+
 def _unit_commands(unit: Path, lan_if: str) -> dict[str, list[str]]:
     """ExecStart/ExecStop of a policy unit, made runnable here: ${LAN_IF} set, the repo's nft files."""
     out = {}
