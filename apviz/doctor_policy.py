@@ -139,7 +139,7 @@ def _ruleset(netns: str | None, table: str) -> list[dict[str, Any]] | None:
             return None
         raise (
             PermissionError(proc.stderr.strip())
-            if "ermitted" in proc.stderr
+            if "not permitted" in proc.stderr.lower()
             else OSError(proc.stderr.strip())
         )
     return [obj for obj in json.loads(proc.stdout).get("nftables", []) if "metainfo" not in obj]
@@ -260,7 +260,7 @@ def check_capture_nft(cfg: Config) -> Check:
             name,
             "warn",
             f"nft cannot list tables{_where(netns)}: {err}",
-            FIX_CAP if "ermitted" in err else fix,
+            FIX_CAP if "not permitted" in err.lower() else fix,
         )
     loaded = f"inet {CAPTURE_TABLE}" in proc.stdout
     state = "loaded (apviz runs)" if loaded else "not loaded now (apviz adds it when it starts)"

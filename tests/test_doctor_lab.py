@@ -95,6 +95,8 @@ def test_unreadable_leases_as_unprivileged_user(lab):
     assert "chmod 0644" in checks["leases"]["fix"]
     # Without root or the capability, the conntrack check says how to grant it.
     assert checks["conntrack"]["status"] == "FAIL" and "CAP_NET_ADMIN" in checks["conntrack"]["fix"]
+    # The policy cannot be read either: a warning with the same fix, not a false "missing".
+    assert checks["policy-nft"]["status"] == "warn" and "CAP_NET_ADMIN" in checks["policy-nft"]["fix"]
 
 
 # --------------------------------------------------------------------------------------------------
