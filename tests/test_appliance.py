@@ -273,3 +273,13 @@ def test_policy_units_load_the_installed_file_and_remove_their_table(name):
     assert f"ExecStop=-/usr/sbin/nft delete table inet {table}" in text
     assert "Environment=LAN_IF=wlan0" in text and "EnvironmentFile=-/etc/default/apviz-policy" in text
     assert f"table inet {table} {{" in (ROOT / "nftables" / nft_file).read_text()
+
+
+def test_shipped_configuration_expects_the_policy_in_exhibit_mode():
+    """The example the installer copies to /etc/apviz/apviz.toml: exhibit mode, policy on (doctor checks)."""
+    import tomllib
+
+    from apviz.config import from_dict
+
+    cfg = from_dict(tomllib.loads((ROOT / "apviz.toml.example").read_text()), env={})
+    assert cfg.exhibit.mode == "exhibit" and cfg.names.policy is True
