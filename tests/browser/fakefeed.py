@@ -206,7 +206,7 @@ class FakeWorld:
         self.by_address[address] = place
         return place
 
-    def describe(self, name: str | None, address: str) -> Destination:
+    def describe(self, name: str | None, address: str, proto: int = 0, dport: int = 0) -> Destination:
         """What the enrichers would say: the place by address; an unknown name keeps its own org."""
         place = self.by_address.get(address)
         if place is None:
