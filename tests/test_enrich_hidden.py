@@ -6,7 +6,8 @@ import tomllib
 
 import pytest
 
-from apviz.app import enricher_describe
+from apviz.app import enricher_describe, hidden_classifier, state_config
+from apviz.config import from_dict
 from apviz.enrich.enricher import EnrichConfig, Enricher
 from apviz.enrich.hidden import DEFAULT_LIST, LABELS, HiddenClassifier, HiddenKind, HiddenLists
 from apviz.events import (
@@ -169,3 +170,10 @@ def test_the_pipeline_wakes_for_a_waiting_flow_not_the_next_expiry():
 
     told = asyncio.run(run())
     assert told[-1] == "flow_named"
+
+
+def test_the_configuration_reaches_the_state_and_the_classifier():
+    cfg = from_dict({"names": {"name_wait": 0.25, "private_dns_servers": ["198.18.53.54"]}}, env={})
+    assert state_config(cfg).name_wait == 0.25
+    assert hidden_classifier(cfg).classify(None, "198.18.53.54", TCP, 443) is DNS
+    assert state_config(from_dict({}, env={})).name_wait == 1.0  # the documented default
