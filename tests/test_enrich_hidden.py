@@ -177,3 +177,15 @@ def test_the_configuration_reaches_the_state_and_the_classifier():
     assert state_config(cfg).name_wait == 0.25
     assert hidden_classifier(cfg).classify(None, "198.18.53.54", TCP, 443) is DNS
     assert state_config(from_dict({}, env={})).name_wait == 1.0  # the documented default
+
+
+def test_listed_networks_match_by_containment_only():
+    h = HiddenClassifier.shipped()
+    assert h.classify(None, "45.90.30.200", TCP, 443) is DNS  # NextDNS anycast /24
+    assert h.classify(None, "2a07:a8c0::1", TCP, 443) is DNS  # ... and its /33
+    assert h.classify(None, "2a07:a8c1:7fff::1", TCP, 443) is DNS
+    assert h.classify(None, "2a07:a8c1:ffff::1", TCP, 443) is None
+    assert h.classify(None, "45.90.29.1", TCP, 443) is None
+    wide = HiddenClassifier(HiddenLists(doh_addresses=("0.0.0.0/1",)))
+    assert wide.classify(None, "100.1.2.3", TCP, 443) is DNS  # a network wider than one octet
+    assert wide.classify(None, "200.1.2.3", TCP, 443) is None
