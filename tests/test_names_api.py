@@ -88,3 +88,28 @@ def test_api_me_says_where_each_name_came_from_and_what_is_hidden(real_describe)
             assert "sni" not in str(view) and "looked-up" not in str(view)
 
     asyncio.run(main())
+
+
+def test_the_service_publishes_a_waiting_flow_when_its_wait_ends(real_describe):
+    """Only another device's lookup is known: the flow is off the public view for name_wait (1 s),
+    then the service publishes it without any further event arriving."""
+
+    async def main():
+        async with running(mode="home") as (feed, service, http):
+            other = phone(ip="10.99.1.7", mac="02:a5:00:00:00:07", name="shared.example", dst="198.18.0.60")
+            await push(feed, other)
+            await until(lambda: service.live_view.get("totals", {}).get("connections") == 1)
+            await push(feed, [flow(8, "198.18.0.60")])  # this phone never looked it up
+            await until(lambda: any(r.id == 8 for r in service.state.flows.values()))
+            started = time.monotonic()
+            (rec,) = [r for r in service.state.flows.values() if r.id == 8]
+            assert rec.waiting_until is not None
+            await asyncio.sleep(0.3)
+            assert (await http.get("/api/state")).json()["view"]["totals"]["connections"] == 1
+            await until(lambda: service.live_view.get("totals", {}).get("connections") == 2, timeout=3)
+            waited = time.monotonic() - started
+            assert 0.5 < waited < 2.0, waited
+            assert rec.name == "shared.example" and rec.name_source == "shared"
+            assert service.state.counts["names_shared"] == 1
+
+    asyncio.run(main())
