@@ -7,6 +7,9 @@ flow shows only after ``name_wait`` seconds without a name of its own.
 
 import socket
 
+from hypothesis import given, settings
+from hypothesis import strategies as hs
+
 from apviz.events import (
     DnsAnswer,
     DnsAnswerKind,
@@ -285,3 +288,64 @@ def test_private_dns_refused_marks_the_device_for_the_phone_page():
     assert b.device_detail(st, b.device_id(OTHER_MAC))["private_dns_refused"] is False
     st.apply(PrivateDnsRefused(st.clock(), "198.18.0.1", "198.18.53.53", 6))  # not the LAN: ignored
     assert st.counts["private_dns_refused"] == 2 and "ip:198.18.0.1" not in st.devices
+
+
+# ------------------------------------------------------------------------------ any interleaving
+
+DEVICES = (PHONE, OTHER)
+ADDRESSES = ("198.18.7.7", "198.18.7.8")
+
+_dev, _addr = hs.sampled_from(DEVICES), hs.sampled_from(ADDRESSES)
+_step = hs.one_of(
+    hs.tuples(hs.just("ask"), _dev, _addr),
+    hs.tuples(hs.just("resolve"), _dev, _addr),
+    hs.tuples(hs.just("flow"), _dev, _addr, hs.integers(1, 6)),
+    hs.tuples(hs.just("sni"), _dev, _addr, hs.integers(1, 6), hs.booleans()),
+    hs.tuples(hs.just("tick"), hs.sampled_from((0.1, 0.4, 1.0, 2.0))),
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(hs.lists(_step, max_size=40))
+def test_no_interleaving_shows_another_devices_name_while_its_own_is_known_or_merely_late(steps):
+    """Whatever order lookups, server names, flows and time arrive in, a flow shows another device's
+    name only after name_wait and only while nothing of its own is known; its own name then wins."""
+    st, clock, _ = make(name_wait=1.0)
+    born: dict[tuple, float] = {}
+    serial = iter(range(1, 10_000))
+
+    def own_known(rec) -> bool:
+        sn = st.names.server_name((rec.client, rec.sport, rec.dst, rec.dport, rec.proto), clock.t)
+        return st.names.own(rec.client, rec.dst, clock.t) is not None or (sn is not None and not sn[1])
+
+    def check(change) -> None:
+        rec = change.flow
+        if rec is None or rec.name_source is not NameSource.SHARED:
+            return
+        assert not own_known(rec), "another device's name while the flow's own is known"
+        assert clock.t - born.get(rec.key, clock.t) >= 1.0, "another device's name before name_wait"
+
+    st.observers.append(check)
+    for step in steps:
+        kind, *args = step
+        if kind == "ask":
+            ask(st, args[0], f"{args[0]}-{args[1]}.example", args[1], serial=next(serial))
+        elif kind == "resolve":
+            resolved(st, args[0], f"r-{args[0]}-{args[1]}.example", args[1])
+        elif kind == "flow":
+            device, address, fid = args
+            fid += 10 * DEVICES.index(device) + 100 * ADDRESSES.index(address)
+            if not any(r.id == fid for r in st.flows.values()):
+                born[new(st, fid, src=device, dst=address).key] = clock.t
+        elif kind == "sni":
+            device, address, fid, ech = args
+            fid += 10 * DEVICES.index(device) + 100 * ADDRESSES.index(address)
+            sni(st, fid, f"s{fid}.example", src=device, dst=address, ech=ech)
+        else:
+            clock.t += args[0]
+            st.expire()
+        for rec in st.flows.values():
+            assert rec.waiting_until is None or rec.name is None
+            if rec.name_source is NameSource.SHARED:
+                assert not own_known(rec)
+    assert st.counts["foreign_name_first"] == sum(r.foreign_first for r in st.flows.values())

@@ -5,6 +5,8 @@ import socket
 import tomllib
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as hs
 
 from apviz.app import enricher_describe, hidden_classifier, state_config
 from apviz.config import from_dict
@@ -189,3 +191,15 @@ def test_listed_networks_match_by_containment_only():
     wide = HiddenClassifier(HiddenLists(doh_addresses=("0.0.0.0/1",)))
     assert wide.classify(None, "100.1.2.3", TCP, 443) is DNS  # a network wider than one octet
     assert wide.classify(None, "200.1.2.3", TCP, 443) is None
+
+
+@settings(max_examples=2000, deadline=None)
+@given(
+    name=hs.one_of(hs.none(), hs.text(max_size=300)), address=hs.text(max_size=60), port=hs.integers(0, 65535)
+)
+def test_any_text_is_classified_without_error(name, address, port):
+    kind = _SHIPPED.classify(name, address, TCP, port)
+    assert kind is None or isinstance(kind, HiddenKind)
+
+
+_SHIPPED = HiddenClassifier.shipped()
