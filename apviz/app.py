@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING
 from apviz.config import Config
 from apviz.config import EnrichConfig as EnrichSection
 from apviz.enrich.enricher import EnrichConfig, Enricher
+from apviz.enrich.hidden import LABELS as HIDDEN_LABELS
+from apviz.enrich.hidden import HiddenClassifier
 from apviz.live.destinations import Describe, Destination
 from apviz.live.pipeline import NamedSource, Pipeline
 from apviz.live.state import LiveState, StateConfig, networks
@@ -93,15 +95,19 @@ def build(opts: SourceOptions, config: StateConfig | None = None) -> tuple[LiveS
     return state, Pipeline(state, build_sources(opts))
 
 
-def enricher_describe(enricher: Enricher) -> Describe:
+def enricher_describe(enricher: Enricher, hidden: HiddenClassifier | None = None) -> Describe:
     """Adapt the enrichment facade to the views' one question: what is behind (name, address)?
 
-    The middle column shows, in order of preference: the company from the overlay (or opt-in
-    TrackerDB), the registrable domain the device asked for, the network owner from the ASN, a
-    special-range label, or "unknown". The place always comes from the address, never the name.
+    The middle column shows, in order of preference: what the connection hides when it hides
+    something (encrypted DNS, a VPN, Apple's relay: :mod:`apviz.enrich.hidden`, a safe label in
+    every mode), the company from the overlay (or opt-in TrackerDB), the registrable domain the
+    device asked for, the network owner from the ASN, a special-range label, or "unknown". The place
+    always comes from the address, never the name. ``hidden`` None: the shipped list alone.
     """
+    if hidden is None:
+        hidden = HiddenClassifier.shipped()
 
-    def describe(name: str | None, address: str) -> Destination:
+    def describe(name: str | None, address: str, proto: int = 0, dport: int = 0) -> Destination:
         addr = enricher.describe_address(address)
         info = enricher.describe_name(name) if name else None
         geo, asn, special = addr.geo, addr.asn, addr.special
@@ -114,6 +120,9 @@ def enricher_describe(enricher: Enricher) -> Describe:
             "special": special.label if special else None,
             "asn_org": asn.org if asn else None,
         }
+        kind = hidden.classify(name, address, proto, dport)
+        if kind is not None:
+            return Destination(org=HIDDEN_LABELS[kind], org_source="hidden", hidden=kind.value, **place)
         if info is not None and info.valid and not info.local:
             company = info.company
             if company is not None:
@@ -135,6 +144,11 @@ def enricher_describe(enricher: Enricher) -> Describe:
         return Destination(org="unknown", org_source="unknown", **place)
 
     return describe
+
+
+def hidden_classifier(cfg: Config) -> HiddenClassifier:
+    """The shipped list of encrypted-DNS resolvers and relay names plus ``[names] private_dns_servers``."""
+    return HiddenClassifier.shipped(private_dns_servers=cfg.names.private_dns_servers)
 
 
 def default_data_dir() -> Path:
@@ -194,6 +208,7 @@ def state_config(cfg: Config) -> StateConfig:
         flow_hold=st.flow_hold,
         device_idle=st.device_idle,
         name_hold=st.name_hold,
+        name_wait=cfg.names.name_wait,
         forget_after=cfg.exhibit.forget_after,
     )
 
@@ -242,7 +257,7 @@ def build_service(cfg: Config, enricher: Enricher | None = None) -> Service:
             gateway_lon=v.gateway_lon,
             gateway_label=v.gateway_label,
         ),
-        enricher_describe(enricher),
+        enricher_describe(enricher, hidden_classifier(cfg)),
         build_privacy(cfg, enricher),
     )
     hub = Hub(queue_size=cfg.server.client_queue, max_per_address=cfg.server.max_streams_per_address)

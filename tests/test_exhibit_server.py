@@ -59,7 +59,7 @@ def free_port():
         return s.getsockname()[1]
 
 
-def describe(name, address):
+def describe(name, address, proto=0, dport=0):
     if name:
         dom = ".".join(name.split(".")[-2:])
         return Destination(org=dom, org_source="domain", domain=dom, asn_org="Example Hosting", country="FR")

@@ -56,7 +56,7 @@ def state_with(*batches, clock=time.time, **config):
     return st
 
 
-def describe_with_asn(name, address):
+def describe_with_asn(name, address, proto=0, dport=0):
     """An enricher stand-in: domain from the name, the network's owner from the address."""
     if name:
         dom = ".".join(name.split(".")[-2:])

@@ -17,12 +17,22 @@ import json
 import os
 import random
 import re
+import socket
 import time
 from pathlib import Path
 
 import httpx
 import pytest
 
+from apviz.events import (
+    Flow,
+    FlowEvent,
+    FlowEventKind,
+    FlowTuple,
+    PrivateDnsRefused,
+    ServerName,
+    ServerNameVia,
+)
 from apviz.live.diff import apply, diff
 from apviz.server.static import VENDOR
 from tests.browser import chromium
@@ -525,5 +535,58 @@ def test_api_me_shows_the_asking_device_only():
                 kind, gone = await anext(stream)
                 assert kind == "gone" and "left" in gone["error"]
             assert (await http.get("/api/me")).status_code == 404
+
+    asyncio.run(main())
+
+
+@pytest.mark.browser
+@needs_browser
+def test_phone_page_says_where_names_came_from_and_what_hides_them():
+    """/me words each name's source and explains hidden DNS; the kiosk shows private DNS as such."""
+
+    async def main():
+        world = FakeWorld(destinations=10)
+        phone, events = world.add_phone(ip=LOOPBACK_PHONE)  # the browser is this phone
+        other, evs = world.add_phone()
+        events += evs
+        events += world.connect(phone, world.places[0])  # looked up
+        events += world.connect(phone, world.places[1])  # looked up, then its server name read
+        (flow,) = [f for f in phone.flows.values() if f.orig.dst == world.places[1].address]
+        o = flow.orig
+        events.append(
+            ServerName(
+                time.time(), o.src, o.sport, o.dst, o.dport, o.proto, "api.example.org", ServerNameVia.TLS
+            )
+        )
+        events += world.connect(phone, world.places[2], name="dns.google")  # DNS over HTTPS
+        events.append(PrivateDnsRefused(time.time(), LOOPBACK_PHONE, "198.18.53.53", 6))
+        events += world.connect(other, world.places[3])  # only the other phone asked for this one
+        o3, me = world.places[3].address, LOOPBACK_PHONE
+        orig, reply = FlowTuple(6, me, o3, 55555, 443), FlowTuple(6, o3, me, 443, 55555)
+        events.append(FlowEvent(FlowEventKind.NEW, Flow(9999, socket.AF_INET, orig, reply, orig_bytes=10)))
+        async with running(world) as run, browser_page() as page:
+            run.feed.push(events)
+            await run.settle()
+            await open_kiosk(page, run.url)
+            await wait_devices(page, 2)
+            names = await texts(page, "#sankey-svg text.label .name")
+            assert any(n.startswith("private DNS") for n in names), names
+            await page.set_viewport_size({"width": 390, "height": 844})
+            await page.goto(f"{run.url}/me")
+            # The shared name shows only after name_wait (1 s): wait for it on the page.
+            await wait_js(
+                page, "document.getElementById('companies').innerText.includes(\"another device's lookup\")"
+            )
+            rows = await page.inner_text("#companies")
+            for words in ("seen in the connection", "looked up", "another device's lookup"):
+                assert words in rows, rows
+            assert "private DNS: names hidden" in rows
+            notes = await page.inner_text("#notes")
+            assert "hides its DNS lookups with private DNS" in notes, notes
+            assert "insists on private DNS, which this network refuses" in notes, notes
+            assert await page.evaluate("document.querySelectorAll('#notes *').length") == 2  # text, no markup
+            ARTIFACTS.mkdir(exist_ok=True)
+            await page.screenshot(path=str(ARTIFACTS / "me-sources.png"), full_page=True)
+            assert page.errors == []
 
     asyncio.run(main())

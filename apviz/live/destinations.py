@@ -7,14 +7,14 @@ databases at all: it still groups by domain and never invents a place.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 
 @dataclass(frozen=True, slots=True)
 class Destination:
     org: str  # what the sankey's middle column shows: company, else domain, else network owner
-    org_source: str  # "company" | "domain" | "asn" | "special" | "unknown"
+    org_source: str  # "company" | "domain" | "asn" | "special" | "hidden" | "unknown"
     domain: str | None = None  # registrable domain of the name, if any
     country: str | None = None  # ISO 3166 alpha-2
     country_name: str | None = None
@@ -25,12 +25,22 @@ class Destination:
     category: str | None = None  # the company's category from the overlay
     special: str | None = None  # "private network", "the gateway", ... for special ranges
     asn_org: str | None = None
+    # "private-dns" | "vpn" | "private-relay" (apviz.enrich.hidden): the connection hides where the
+    # device goes, and ``org`` says so instead of naming the company that runs the server.
+    hidden: str | None = None
 
 
-Describe = Callable[[str | None, str], Destination]
+class Describe(Protocol):
+    """What is behind a flow to ``address`` (named ``name``, on ``proto``/``dport``)?
+
+    The port matters only for the few connections that carry something else inside (DNS over TLS
+    on 853, a VPN), so callers that do not know it may leave it out.
+    """
+
+    def __call__(self, name: str | None, address: str, proto: int = 0, dport: int = 0) -> Destination: ...
 
 
-def plain_describe(name: str | None, address: str) -> Destination:
+def plain_describe(name: str | None, address: str, proto: int = 0, dport: int = 0) -> Destination:
     """No databases: group by the last two labels of the name, no place, no tracker flag."""
     if name:
         labels = name.rstrip(".").split(".")

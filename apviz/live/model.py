@@ -24,6 +24,9 @@ class Device:
     lease_expiry: int | None = None
     first_seen: float = 0.0
     last_seen: float = 0.0
+    # When the gateway last refused this device's DNS over TLS (a phone whose Private DNS is set to
+    # a provider does not fall back, so its names stay hidden: the phone page says why).
+    private_dns_refused: float | None = None
 
     @property
     def label(self) -> str:
@@ -44,6 +47,10 @@ class FlowRecord:
     sport: int = 0
     name: str | None = None
     name_source: NameSource | None = None
+    # While set (a deadline on the state's clock) the flow's only name is another device's lookup and
+    # the views leave it out, so its own name, merely late, can still come first (``name_wait``).
+    waiting_until: float | None = None
+    foreign_first: bool = False  # it showed another device's name, then its own arrived
     bytes_up: int = 0
     bytes_down: int = 0
     packets_up: int = 0
@@ -64,7 +71,9 @@ class FlowRecord:
 
 class ChangeKind(StrEnum):
     FLOW_NEW = "flow_new"
-    FLOW_NAMED = "flow_named"  # a name arrived (or improved from shared to asked) after the flow
+    # A name arrived or improved (shared -> asked -> connection, see names.RANK) after the flow, or
+    # the flow stopped waiting for its own name (``FlowRecord.waiting_until`` passed).
+    FLOW_NAMED = "flow_named"
     FLOW_END = "flow_end"
     FLOW_GONE = "flow_gone"  # hold time after its end passed; removed from the state
     DEVICE = "device"  # a device appeared or changed (name, addresses)

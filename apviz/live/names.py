@@ -1,4 +1,4 @@
-"""Which name did *this* client ask for that resolved to *that* address?
+"""Which name is behind *this* client's connection to *that* address?
 
 A CDN address serves thousands of names; a global "address -> last name" map (what connvis does)
 credits a phone's connection to whatever some other phone looked up last. So answers are bound
@@ -12,6 +12,12 @@ to the client that asked and to the name it asked for:
 Bindings live for ``hold`` seconds after the answer (DNS TTLs are not in the log; apps reuse an
 address well past a short TTL, so the hold is a bounded, configurable compromise). A per-address
 "most recent name anyone resolved" is kept as the documented fallback, and every table is bounded.
+
+Two more facts are kept here, because a phone that does not ask dnsmasq still names its
+connections: the server name it wrote into a connection's first packets (:class:`ServerName`, by
+the connection's original tuple, so a name read before conntrack reported the flow still finds it)
+and the plain DNS answers it received from another resolver (:class:`ResolverAnswer`, per client
+like dnsmasq's). Which of these wins is :data:`RANK`; the state applies it.
 """
 
 from __future__ import annotations
@@ -21,12 +27,47 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Generic, TypeVar
 
-from apviz.events import DnsAnswer, DnsQuery
+from apviz.events import DnsAnswer, DnsQuery, ResolverAnswer, ServerName
 
 
 class NameSource(StrEnum):
-    ASKED = "asked"  # this client asked for this name and got this address
+    CONNECTION = "connection"  # the server name this connection carries (TLS or QUIC hello)
+    ASKED = "asked"  # this client asked dnsmasq for this name and got this address
+    RESOLVER = "resolver"  # this client got this address for this name from another resolver
+    FRONT = "front"  # the outer name of an Encrypted Client Hello: the provider's front, not the site
     SHARED = "shared"  # another client's answer for this address (fallback)
+
+
+#: Which source beats which (higher wins). The connection's own name is what the device actually
+#: asked the server for; a lookup may be for a name whose address another site shares. An ECH outer
+#: name is the provider's public front (``cloudflare-ech.com``), true but not the site, so any
+#: lookup of this device beats it; it still beats another device's lookup, which may be plain wrong.
+RANK: dict[NameSource, int] = {
+    NameSource.CONNECTION: 4,
+    NameSource.ASKED: 3,
+    NameSource.RESOLVER: 2,
+    NameSource.FRONT: 1,
+    NameSource.SHARED: 0,
+}
+
+#: The device's own names: with one of these a connection never waits for, nor shows, another's.
+OWN = frozenset({NameSource.CONNECTION, NameSource.ASKED, NameSource.RESOLVER})
+
+#: A flow's original tuple as a device sent it: (client, sport, server, dport, proto).
+FlowId = tuple[str, int, str, int, int]
+
+MAX_NAME = 253  # the longest DNS name; anything longer is not a server name
+
+
+def clean_name(name: str | None) -> str | None:
+    """A server or DNS name as the state keeps it (lower case, no final dot), or None when it cannot
+    be a name at all (empty, over-long, control characters). Still hostile text: escape it."""
+    if not name or not isinstance(name, str):
+        return None
+    name = name.strip().lower().rstrip(".")
+    if not name or len(name) > MAX_NAME or not name.isprintable() or " " in name:
+        return None
+    return name
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +126,8 @@ class NameMemory:
         max_per_client: int = 4096,
         max_addresses: int = 65536,
         max_pending: int = 8192,
+        max_server_names: int = 8192,
+        server_name_hold: float = 60.0,
     ) -> None:
         if hold <= 0:
             raise ValueError(f"name hold must be positive seconds, got {hold!r}")
@@ -99,6 +142,13 @@ class NameMemory:
         self._chain: list[_Pending] | None = None
         self._chain_names: set[str] = set()
         self.orphans = 0  # answers no query could be found for
+        # Answers from other resolvers, per client like ``_clients``.
+        self._resolved: _Lru[str, _Lru[str, tuple[str, float]]] = _Lru(max_clients)
+        # Server names by flow tuple, for the flow that conntrack reports after the name was read
+        # (the two sources interleave). A minute is ample: conntrack reports a flow within
+        # milliseconds of its first packet, so this only bridges the reordering, never a lifetime.
+        self.server_name_hold = server_name_hold
+        self._server_names: _Lru[FlowId, tuple[str, bool, float]] = _Lru(max_server_names)
 
     # ---------------------------------------------------------------------------------- input
 
@@ -165,36 +215,87 @@ class NameMemory:
             return self._chain
         return []
 
-    def _bind(self, client: str, address: str, name: str, at: float) -> None:
-        table = self._clients.get(client)
+    def on_resolver_answer(self, ra: ResolverAnswer) -> list[Binding]:
+        """Record an answer another resolver gave ``ra.client``; return the bindings it creates.
+
+        The name credited is the question (the head of any CNAME chain), as for dnsmasq's answers.
+        Another device connecting to these addresses may get it as a shared fallback too.
+        """
+        name = clean_name(ra.name)
+        if name is None or ra.rcode != "NOERROR" or not ra.addresses:
+            return []
+        out = []
+        for address in ra.addresses[:64]:  # a bounded answer: more records than this are noise
+            self._bind(ra.client, address, name, ra.ts, self._resolved)
+            self._global.put(address, (name, ra.ts))
+            out.append(Binding(client=ra.client, address=address, name=name, at=ra.ts))
+        return out
+
+    def on_server_name(self, sn: ServerName, name: str) -> FlowId:
+        """Remember the (cleaned) server name of one connection; return the connection's tuple."""
+        fid: FlowId = (sn.client, sn.sport, sn.server, sn.dport, sn.proto)
+        self._server_names.put(fid, (name, sn.ech, sn.ts))
+        return fid
+
+    def server_name(self, fid: FlowId, now: float) -> tuple[str, bool] | None:
+        """The server name read for the connection ``fid`` lately: (name, ech), or None."""
+        hit = self._server_names.get(fid)
+        if hit is None or now - hit[2] > self.server_name_hold:
+            return None
+        return hit[0], hit[1]
+
+    def _bind(
+        self,
+        client: str,
+        address: str,
+        name: str,
+        at: float,
+        tables: _Lru[str, _Lru[str, tuple[str, float]]] | None = None,
+    ) -> None:
+        tables = self._clients if tables is None else tables
+        table = tables.get(client)
         if table is None:
             table = _Lru(self.max_per_client)
-            self._clients.put(client, table)
+            tables.put(client, table)
         else:
-            self._clients.move_to_end(client)
+            tables.move_to_end(client)
         table.put(address, (name, at))
 
     def forget_client(self, client: str) -> None:
-        """Drop what a client resolved (it left, or asked to be forgotten)."""
+        """Drop what a client resolved and the server names it sent (it left, or asked to be forgotten)."""
         self._clients.pop(client, None)
+        self._resolved.pop(client, None)
+        for fid in [f for f in self._server_names if f[0] == client]:  # bounded by max_server_names
+            del self._server_names[fid]
 
     # ---------------------------------------------------------------------------------- lookup
 
-    def lookup(self, client: str, address: str, now: float) -> Attribution | None:
-        """The name behind a flow from ``client`` to ``address``: the client's own, else shared, else None."""
-        table = self._clients.get(client)
-        if table is not None:
-            hit = table.get(address)
-            if hit is not None and now - hit[1] <= self.hold:
-                return Attribution(hit[0], NameSource.ASKED)
+    def own(self, client: str, address: str, now: float) -> Attribution | None:
+        """The name ``client`` itself looked up for ``address``: from dnsmasq, else another resolver."""
+        for tables, source in ((self._clients, NameSource.ASKED), (self._resolved, NameSource.RESOLVER)):
+            table = tables.get(client)
+            if table is not None:
+                hit = table.get(address)
+                if hit is not None and now - hit[1] <= self.hold:
+                    return Attribution(hit[0], source)
+        return None
+
+    def shared(self, address: str, now: float) -> Attribution | None:
+        """The most recent name any client looked up for ``address`` (the fallback), or None."""
         hit = self._global.get(address)
         if hit is not None and now - hit[1] <= self.hold:
             return Attribution(hit[0], NameSource.SHARED)
         return None
 
+    def lookup(self, client: str, address: str, now: float) -> Attribution | None:
+        """The name behind a flow from ``client`` to ``address``: the client's own, else shared, else None."""
+        return self.own(client, address, now) or self.shared(address, now)
+
     def stats(self) -> dict[str, int]:
         return {
             "clients": len(self._clients),
+            "resolver_clients": len(self._resolved),
+            "server_names": len(self._server_names),
             "addresses": len(self._global),
             "pending": len(self._by_serial),
             "orphans": self.orphans,

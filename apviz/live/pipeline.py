@@ -99,6 +99,11 @@ class Pipeline:
         next_expire = loop.time() + self.expire_interval
         while True:
             timeout = max(0.0, next_expire - loop.time())
+            # A flow waiting for its own name (``name_wait``) is due sooner than the next expiry:
+            # wake for it, so it shows when its wait ends and not up to a second later.
+            due = self.state.next_name_deadline()
+            if due is not None:
+                timeout = min(timeout, due)
             event = None
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(timeout):
@@ -116,6 +121,8 @@ class Pipeline:
             if loop.time() >= next_expire:
                 self.state.expire()
                 next_expire = loop.time() + self.expire_interval
+            elif due is not None:
+                self.state.settle_names()
 
     async def run(self) -> None:
         """Run until cancelled; a source's PermissionError (no CAP_NET_ADMIN) stops everything."""

@@ -21,6 +21,7 @@ from typing import Any
 
 from apviz.live.destinations import Describe, Destination, plain_describe
 from apviz.live.model import Device, FlowRecord
+from apviz.live.names import RANK, NameSource
 from apviz.live.privacy import Privacy
 from apviz.live.state import LiveState
 
@@ -109,17 +110,17 @@ class ViewBuilder:
         # Private (exhibit mode) unless the caller says otherwise: the safe default.
         self.privacy = privacy if privacy is not None else Privacy()
         self._frozen: dict[str, Any] | None = None
-        self._cache: OrderedDict[tuple[str | None, str], Destination] = OrderedDict()
+        self._cache: OrderedDict[tuple[str | None, str, int, int], Destination] = OrderedDict()
         self._public: dict[tuple[object, ...], Destination] = {}
         self._ids: dict[str, str] = {}
 
     # ---------------------------------------------------------------------------- lookups
 
-    def describe(self, name: str | None, address: str) -> Destination:
-        key = (name, address)
+    def describe(self, name: str | None, address: str, proto: int = 0, dport: int = 0) -> Destination:
+        key = (name, address, proto, dport)
         hit = self._cache.get(key)
         if hit is None:
-            hit = self._describe(name, address)
+            hit = self._describe(name, address, proto, dport)
             self._cache[key] = hit
             if len(self._cache) > self.options.describe_cache:
                 self._cache.popitem(last=False)
@@ -146,16 +147,16 @@ class ViewBuilder:
             return "unknown device"
         return self.privacy.device_label(dev.key, dev.hostname, self.device_id(dev.key))
 
-    def public(self, name: str | None, address: str) -> Destination:
+    def public(self, name: str | None, address: str, proto: int = 0, dport: int = 0) -> Destination:
         """The description the public view may show (see :mod:`apviz.live.privacy`).
 
         Cached per mode and language, so one (name, address) is one object per build: the build
         groups flows by that object's identity.
         """
-        key = (name, address, self.privacy.mode, self.privacy.lang)
+        key = (name, address, proto, dport, self.privacy.mode, self.privacy.lang)
         hit = self._public.get(key)
         if hit is None:
-            hit = self._public[key] = self.privacy.destination(self.describe(name, address))
+            hit = self._public[key] = self.privacy.destination(self.describe(name, address, proto, dport))
             if len(self._public) > self.options.describe_cache:
                 self._public.clear()
         return hit
@@ -201,9 +202,12 @@ class ViewBuilder:
         groups: dict[tuple[str, int], _Acc] = {}
         dests: dict[int, Destination] = {}
         for rec in state.flows.values():
-            if privacy.hidden(rec.device):
+            # A flow still waiting for its own name stays off the screen for that moment (at most
+            # ``name_wait``), rather than appear under the network's owner and jump to its name, or
+            # show another device's name that its own answer would then replace.
+            if privacy.hidden(rec.device) or rec.waiting_until is not None:
                 continue
-            d = self.public(rec.name, rec.dst)
+            d = self.public(rec.name, rec.dst, rec.proto, rec.dport)
             key = (rec.device, id(d))
             acc = groups.get(key)
             if acc is None:
@@ -274,6 +278,7 @@ class ViewBuilder:
                     source=meta.org_source,
                     category=meta.category,
                     tracker=meta.tracker,
+                    hidden=meta.hidden,
                     domains=sorted(doms, key=lambda k: (-doms[k], k))[:5],
                 )
             else:
@@ -356,9 +361,12 @@ class ViewBuilder:
             return None
         dev = state.devices[key]
         dests: dict[tuple[str | None, str], dict[str, Any]] = {}
+        sources: dict[tuple[str | None, str], set[str]] = {}
         total = _Acc()
         for rec in state.device_flows(key):
-            d = self.describe(rec.name, rec.dst)
+            if rec.waiting_until is not None:
+                continue  # as on the screen: not before its own name had its chance
+            d = self.describe(rec.name, rec.dst, rec.proto, rec.dport)
             k = (rec.name, d.org)
             item = dests.get(k)
             if item is None:
@@ -371,19 +379,27 @@ class ViewBuilder:
                     "city": d.city,
                     "tracker": d.tracker,
                     "category": d.category,
+                    "hidden": d.hidden,
                     "bytes": 0,
                     "connections": 0,
                     "open": 0,
                 }
+                sources[k] = set()
+            if rec.name_source is not None:
+                sources[k].add(rec.name_source)
             item["bytes"] += rec.bytes
             item["connections"] += 1
             item["open"] += rec.open
             total.add(rec, d.tracker is not None)
+        for k, item in dests.items():
+            # Where the name came from, most trusted first (names.RANK): the phone page says it.
+            item["name_sources"] = sorted(sources[k], key=lambda s: -RANK[NameSource(s)])
         return {
             "id": public_id,
             "label": self.device_label(dev),
             "first_seen": round(dev.first_seen, 3),
             "last_seen": round(dev.last_seen, 3),
+            "private_dns_refused": dev.private_dns_refused is not None,
             **total.json(),
             "destinations": sorted(dests.values(), key=lambda x: (-x["bytes"], -x["connections"])),
         }

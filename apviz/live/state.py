@@ -6,7 +6,9 @@ touch it, and views read it between events. That single owner is why nothing her
 
 from __future__ import annotations
 
+import heapq
 import ipaddress
+import itertools
 import logging
 import time
 from collections.abc import Callable, Iterable
@@ -23,10 +25,13 @@ from apviz.events import (
     FlowSnapshot,
     LeaseSnapshot,
     Neighbour,
+    PrivateDnsRefused,
+    ResolverAnswer,
+    ServerName,
     SourceError,
 )
 from apviz.live.model import Change, ChangeKind, Device, FlowRecord
-from apviz.live.names import NameMemory, NameSource
+from apviz.live.names import OWN, RANK, Attribution, FlowId, NameMemory, NameSource, clean_name
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +46,10 @@ DEFAULT_LAN = ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "fc00::/7", "fe8
 
 #: Bound on remembered forgotten connections (a reset with 100k open flows must not grow without end).
 MAX_FORGOTTEN_FLOWS = 200_000
+
+
+def _flow_id(rec: FlowRecord) -> FlowId:
+    return (rec.client, rec.sport, rec.dst, rec.dport, rec.proto)
 
 
 def networks(cidrs: Iterable[str]) -> tuple[Network, ...]:
@@ -63,12 +72,15 @@ class StateConfig:
     flow_hold: float = 30.0  # seconds an ended flow stays visible
     device_idle: float = 600.0  # seconds without traffic (and no lease) before a device is forgotten
     name_hold: float = 1800.0  # seconds a DNS answer is credited to flows
+    # Seconds a new flow whose only name is another device's lookup waits for its own (asked,
+    # server name, other resolver) before that shared name is shown; 0: show it at once.
+    name_wait: float = 1.0
     # Seconds without traffic after which a device is forgotten even though its DHCP lease runs on
     # (leases last hours; a visitor who left must not stay in memory that long). None: wait for it.
     forget_after: float | None = None
 
     def __post_init__(self) -> None:
-        for key in ("flow_hold", "device_idle", "name_hold", "forget_after"):
+        for key in ("flow_hold", "device_idle", "name_hold", "forget_after", "name_wait"):
             if (getattr(self, key) or 0) < 0:
                 raise ValueError(f"{key} must not be negative, got {getattr(self, key)!r}")
 
@@ -88,6 +100,14 @@ class LiveState:
             "flows_ignored": 0,
             "snapshots": 0,
             "source_errors": 0,
+            "server_names": 0,
+            "server_names_bad": 0,  # no name, or text that cannot be a name: skipped
+            "resolver_answers": 0,
+            "private_dns_refused": 0,
+            "name_waits": 0,  # flows that waited for their own name (only another device's was known)
+            "name_waits_own": 0,  # ... and got their own in time: no foreign name ever showed
+            "names_shared": 0,  # flows shown with another device's name (after the wait)
+            "foreign_name_first": 0,  # ... whose own name arrived later: a foreign name showed first
         }
         self._ip_to_mac: dict[str, str] = {}  # from leases and DHCP (authoritative)
         self._neigh_mac: dict[str, str] = {}  # from the neighbour table (fallback)
@@ -96,6 +116,12 @@ class LiveState:
         # bring them back. Dropped when the kernel ends them (DESTROY, or absent from a dump).
         self._forgotten: set[tuple[object, ...]] = set()
         self._lan_cache: dict[str, bool] = {}
+        # Flow key by original tuple, so a server name finds its flow.
+        self._by_tuple: dict[FlowId, tuple[object, ...]] = {}
+        # Deadlines of waiting flows (see ``name_wait``): (when, seq, flow key). Entries of flows
+        # named or gone meanwhile are skipped when they come due, so nothing is ever searched.
+        self._waits: list[tuple[float, int, tuple[object, ...]]] = []
+        self._wait_seq = itertools.count()
         # Bumped by every event that may alter what a view shows without a Change (byte counters,
         # leases). DNS lines do not bump it: a name alters a view only through FLOW_NAMED. The
         # service rebuilds views on a revision or a Change, so a phone's DNS chatter costs nothing.
@@ -207,11 +233,10 @@ class LiveState:
                 first_seen=now,
                 last_seen=now,
             )
-            hit = self.names.lookup(o.src, o.dst, now)
-            if hit is not None:
-                rec.name, rec.name_source = hit.name, hit.source
             self.flows[key] = rec
             self._pairs.setdefault((o.src, o.dst), set()).add(key)
+            self._by_tuple[_flow_id(rec)] = key
+            self._name_new(rec, now)
             self._update_counters(rec, flow, now)
             dev.last_seen = now
             self._emit(ChangeKind.FLOW_NEW, flow=rec)
@@ -269,13 +294,108 @@ class LiveState:
 
     # ------------------------------------------------------------------------------ names
 
+    # The order (names.RANK): the connection's own server name, this device's lookup at dnsmasq,
+    # its lookup at another resolver, an ECH front, and only then another device's lookup, which a
+    # new flow shows only after waiting ``name_wait`` seconds for one of its own.
+
+    def _name_new(self, rec: FlowRecord, now: float) -> None:
+        """Name a flow as it appears, or make it wait when another device's name is all there is."""
+        best: Attribution | None = None
+        sn = self.names.server_name(_flow_id(rec), now)
+        if sn is not None and not sn[1]:
+            best = Attribution(sn[0], NameSource.CONNECTION)
+        else:
+            best = self.names.own(rec.client, rec.dst, now)
+            if best is None and sn is not None:
+                best = Attribution(sn[0], NameSource.FRONT)
+        if best is None:
+            shared = self.names.shared(rec.dst, now)
+            if shared is None:
+                return
+            if self.config.name_wait > 0:
+                rec.waiting_until = now + self.config.name_wait
+                heapq.heappush(self._waits, (rec.waiting_until, next(self._wait_seq), rec.key))
+                self.counts["name_waits"] += 1
+                return
+            best = shared
+            self.counts["names_shared"] += 1
+        rec.name, rec.name_source = best.name, best.source
+
+    def _offer(self, rec: FlowRecord, name: str, source: NameSource) -> None:
+        """Give ``rec`` this name if its source beats the one it has (names.RANK)."""
+        current = rec.name_source
+        if current is not None and RANK[source] <= RANK[current]:
+            return  # as good or better already (a second answer does not rename a flow)
+        if current is NameSource.SHARED and source in OWN and not rec.foreign_first:
+            rec.foreign_first = True  # it showed another device's name before its own
+            self.counts["foreign_name_first"] += 1
+        if rec.waiting_until is not None:
+            rec.waiting_until = None
+            if source in OWN:
+                self.counts["name_waits_own"] += 1
+        rec.name, rec.name_source = name, source
+        self._emit(ChangeKind.FLOW_NAMED, flow=rec)
+
     def _apply_answer(self, ans: DnsAnswer) -> None:
         for b in self.names.on_answer(ans):
             for key in self._pairs.get((b.client, b.address), ()):
-                rec = self.flows[key]
-                if rec.name_source is not NameSource.ASKED:
-                    rec.name, rec.name_source = b.name, NameSource.ASKED
-                    self._emit(ChangeKind.FLOW_NAMED, flow=rec)
+                self._offer(self.flows[key], b.name, NameSource.ASKED)
+
+    def _apply_resolver_answer(self, ans: ResolverAnswer) -> None:
+        self.counts["resolver_answers"] += 1
+        for b in self.names.on_resolver_answer(ans):
+            for key in self._pairs.get((b.client, b.address), ()):
+                self._offer(self.flows[key], b.name, NameSource.RESOLVER)
+
+    def _apply_server_name(self, ev: ServerName) -> None:
+        name = clean_name(ev.name)
+        if name is None:
+            self.counts["server_names_bad"] += 1
+            return
+        self.counts["server_names"] += 1
+        fid = self.names.on_server_name(ev, name)
+        key = self._by_tuple.get(fid)
+        rec = self.flows.get(key) if key is not None else None
+        if rec is None:
+            return  # conntrack has not reported it yet: the flow finds it when it does
+        # An ECH outer name is the provider's front: it only beats another device's lookup.
+        self._offer(rec, name, NameSource.FRONT if ev.ech else NameSource.CONNECTION)
+
+    def _apply_refused(self, ev: PrivateDnsRefused, now: float) -> None:
+        self.counts["private_dns_refused"] += 1
+        if not self._is_lan(ev.client):
+            return
+        dev = self._device_for(ev.client, now)
+        first = dev.private_dns_refused is None
+        dev.private_dns_refused = now
+        if first:
+            self._emit(ChangeKind.DEVICE, device=dev)
+
+    def next_name_deadline(self) -> float | None:
+        """Seconds (on the state's clock) until the next waiting flow is due, or None when none waits."""
+        if not self._waits:
+            return None
+        return max(0.0, self._waits[0][0] - self.clock())
+
+    def settle_names(self) -> int:
+        """End the waits that are due: such a flow shows another device's name now (marked shared),
+        or, when that name has gone too, shows unnamed. Returns how many flows changed."""
+        now = self.clock()
+        done = 0
+        while self._waits and self._waits[0][0] <= now:
+            _, _, key = heapq.heappop(self._waits)
+            rec = self.flows.get(key)
+            if rec is None or rec.waiting_until is None or rec.waiting_until > now:
+                continue  # named meanwhile, gone, or waiting again under a later entry
+            rec.waiting_until = None
+            shared = self.names.shared(rec.dst, now)
+            if shared is not None and rec.name_source is None:
+                rec.name, rec.name_source = shared.name, shared.source
+                self.counts["names_shared"] += 1
+            done += 1
+            self.revision += 1
+            self._emit(ChangeKind.FLOW_NAMED, flow=rec)
+        return done
 
     def _apply_leases(self, snap: LeaseSnapshot, now: float) -> None:
         current = set()
@@ -307,7 +427,7 @@ class LiveState:
         """Apply one source event. Unknown event types are ignored (sources may grow)."""
         now = self.clock()
         self.counts["events"] += 1
-        if not isinstance(event, DnsQuery | DnsAnswer):
+        if not isinstance(event, DnsQuery | DnsAnswer | ServerName | ResolverAnswer):
             self.revision += 1
         match event:
             case FlowEvent():
@@ -318,6 +438,12 @@ class LiveState:
                 self.names.on_query(event)
             case DnsAnswer():
                 self._apply_answer(event)
+            case ServerName():
+                self._apply_server_name(event)
+            case ResolverAnswer():
+                self._apply_resolver_answer(event)
+            case PrivateDnsRefused():
+                self._apply_refused(event, now)
             case DhcpEvent():
                 self._apply_dhcp(event, now)
             case LeaseSnapshot():
@@ -334,7 +460,8 @@ class LiveState:
                 pass
 
     def expire(self) -> None:
-        """Forget ended flows after their hold time and devices that left."""
+        """Forget ended flows after their hold time and devices that left; end due name waits."""
+        self.settle_names()
         now = self.clock()
         hold = self.config.flow_hold
         for rec in [r for r in self.flows.values() if r.closed_at is not None and now - r.closed_at >= hold]:
@@ -344,6 +471,7 @@ class LiveState:
                 pair.discard(rec.key)
                 if not pair:
                     del self._pairs[(rec.client, rec.dst)]
+            self._drop_tuple(rec)
             self._emit(ChangeKind.FLOW_GONE, flow=rec)
         busy = {r.device for r in self.flows.values() if r.closed_at is None}
         wall = time.time()
@@ -377,10 +505,16 @@ class LiveState:
             if rec.closed_at is None and len(self._forgotten) < MAX_FORGOTTEN_FLOWS:
                 self._forgotten.add(rec.key)
             self._pairs.get((rec.client, rec.dst), set()).discard(rec.key)
+            self._drop_tuple(rec)
             self._emit(ChangeKind.FLOW_GONE, flow=rec)
         for ip in dev.ips:
             self.names.forget_client(ip)
         self._emit(ChangeKind.DEVICE_GONE, device=dev)
+
+    def _drop_tuple(self, rec: FlowRecord) -> None:
+        fid = _flow_id(rec)
+        if self._by_tuple.get(fid) == rec.key:
+            del self._by_tuple[fid]
 
     def device_flows(self, key: str) -> list[FlowRecord]:
         return [r for r in self.flows.values() if r.device == key]

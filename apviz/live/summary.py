@@ -236,7 +236,7 @@ class SessionSummary:
         entry = self._entries.get(uid) if uid is not None else None
         if entry is None:  # a row only links to a device the state still holds
             entry = self._new_entry(rec.device, link=rec.device in self.state.devices)
-        entry.add(self._reduced(self.describe(rec.name, rec.dst)), conns, nbytes)
+        entry.add(self._reduced(self.describe(rec.name, rec.dst, rec.proto, rec.dport)), conns, nbytes)
 
     def _reduced(self, d: Destination) -> Destination:
         """``d`` without what the summary does not show (city, coordinates): fewer distinct keys to
@@ -291,8 +291,8 @@ class SessionSummary:
         counted = self._counted
         unknown: dict[str, int] = {}  # live devices without a row yet (hidden earlier, say)
         for rec in self.state.flows.values():
-            if privacy.hidden(rec.device):
-                continue
+            if privacy.hidden(rec.device) or rec.waiting_until is not None:
+                continue  # a flow waiting for its own name is counted once it shows
             uid = self._present.get(rec.device)
             if uid is None:
                 uid = unknown.setdefault(rec.device, -1 - len(unknown))
@@ -302,7 +302,7 @@ class SessionSummary:
             else:
                 conns, nbytes = 0, max(0, rec.bytes - seen[1])
             row, orgs = device_row(uid)
-            tables.add(row, orgs, self.describe(rec.name, rec.dst), conns, nbytes)
+            tables.add(row, orgs, self.describe(rec.name, rec.dst, rec.proto, rec.dport), conns, nbytes)
 
         devices = []
         order = {uid: entry.order for uid, entry in self._entries.items()}

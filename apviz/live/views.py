@@ -54,6 +54,8 @@ def device_table(state: LiveState, max_names: int = 12) -> list[DeviceRow]:
     """Devices (busiest first), each with the names it talked to (busiest first)."""
     groups: dict[str, dict[str, NameRow]] = {key: {} for key in state.devices}
     for rec in state.flows.values():
+        if rec.waiting_until is not None:
+            continue  # waiting for its own name (name_wait): shown once it has one or the wait ends
         per = groups.setdefault(rec.device, {})
         key = rec.name or f"addr:{rec.dst}"
         row = per.get(key)

@@ -12,6 +12,12 @@ a wake-up: each time the public view changes it rebuilds this one device's detai
 it differs from what this browser last got. Because the message is per device, it is encoded per
 client, never shared.
 
+The detail is :meth:`ViewBuilder.device_detail`'s: each destination says where its name came from
+(``name_sources``: the connection's server name, the device's own lookup at dnsmasq or another
+resolver, an ECH front, another device's lookup) and what it hides (``hidden``: private DNS, a VPN,
+Apple's relay), and ``private_dns_refused`` tells the page that the network refused the phone's
+strict private DNS. The page words these in its language; nothing here is translated.
+
 Every answer carries ``lang``: the language the page should speak, negotiated here from the
 browser's ``Accept-Language`` (:mod:`apviz.server.lang`). The device's ``label`` (its pseudonym)
 stays in the kiosk's language on purpose: the visitor must find exactly these words on the big

@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
 import ipaddress
 import random
 import socket
@@ -28,6 +29,8 @@ from pathlib import Path
 
 import uvicorn
 
+from apviz.enrich.hidden import LABELS as HIDDEN_LABELS
+from apviz.enrich.hidden import HiddenClassifier
 from apviz.events import (
     DnsAnswer,
     DnsAnswerKind,
@@ -162,6 +165,11 @@ class Phone:
     flows: dict[int, Flow] = field(default_factory=dict)
 
 
+@functools.cache
+def _hidden() -> HiddenClassifier:
+    return HiddenClassifier.shipped()
+
+
 class FakeWorld:
     """Makes consistent events: leases, DNS question and answer, then flows whose bytes grow."""
 
@@ -206,9 +214,23 @@ class FakeWorld:
         self.by_address[address] = place
         return place
 
-    def describe(self, name: str | None, address: str) -> Destination:
-        """What the enrichers would say: the place by address; an unknown name keeps its own org."""
+    def describe(self, name: str | None, address: str, proto: int = 0, dport: int = 0) -> Destination:
+        """What the enrichers would say: the place by address; an unknown name keeps its own org;
+        encrypted DNS, VPNs and Apple's relay as apviz.app.enricher_describe labels them."""
         place = self.by_address.get(address)
+        kind = _hidden().classify(name, address, proto, dport)
+        if kind is not None:
+            d = place.dest if place is not None else Destination("", "")
+            return Destination(
+                org=HIDDEN_LABELS[kind],
+                org_source="hidden",
+                hidden=kind.value,
+                country=d.country,
+                country_name=d.country_name,
+                city=d.city,
+                lat=d.lat,
+                lon=d.lon,
+            )
         if place is None:
             return plain_describe(name, address)
         if name is None or name == place.name:

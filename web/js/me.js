@@ -15,6 +15,12 @@
  * Accept-Language; the page loads that catalogue. The pseudonym ("Yellow Fox") comes in the kiosk's
  * language whatever the page speaks: the visitor must find the very same words on the big screen.
  *
+ * Where each name came from (`name_sources`: seen in the connection, looked up, looked up from another
+ * resolver, the provider's front, another device's lookup) is said under the company, so a visitor
+ * can tell a name their phone wrote from one the exhibit borrowed. Connections that hide where they
+ * go (private DNS, a VPN, Apple's relay) come with one sentence each on what that means and how to
+ * see the names, and a phone whose strict private DNS the network refused is told why names are missing.
+ *
  * "Forget me now" POSTs `/api/me/forget` (same origin: the browser sends Origin) and then shows a
  * confirmation instead of the list: the phone keeps talking, and the page must not fill in again
  * as if nothing happened.
@@ -22,11 +28,26 @@
 
 import { deviceClass } from "./colours.js";
 import { countryName, language, setLanguage, t } from "./i18n.js";
-import { clip, DEFAULT_ATTRIBUTION, formatBytes, formatCount, setText } from "./text.js";
+import { clip, DEFAULT_ATTRIBUTION, formatBytes, formatCount, HIDDEN, setText } from "./text.js";
 
 const RETRY_MS = 5000;
 const MAX_COMPANIES = 40;
 const MAX_NAMES = 3;
+
+/** Where a name came from, most trusted first (the server's `name_sources` values). */
+const SOURCES = {
+  connection: "me.source.connection",
+  asked: "me.source.asked",
+  resolver: "me.source.resolver",
+  front: "me.source.front",
+  shared: "me.source.shared",
+};
+/** One sentence per kind of hidden connection: what it means and how to see the names. */
+const HIDDEN_NOTES = {
+  "private-dns": "me.hidden.privateDns",
+  vpn: "me.hidden.vpn",
+  "private-relay": "me.hidden.privateRelay",
+};
 
 /** @param {string} id */
 const $ = (id) => /** @type {HTMLElement} */ (document.getElementById(id));
@@ -34,11 +55,11 @@ const $ = (id) => /** @type {HTMLElement} */ (document.getElementById(id));
 /**
  * @typedef {{name: string|null, org: string, domain: string|null, country: string|null,
  *            country_name: string|null, city: string|null, tracker: string|null, bytes: number,
- *            connections: number, open: number}} Destination
+ *            connections: number, open: number, hidden?: string|null, name_sources?: string[]}} Destination
  * @typedef {{id: string, label: string, bytes: number, connections: number, trackers: number,
- *            destinations: Destination[], attribution?: string}} Detail
- * @typedef {{org: string, tracker: boolean, bytes: number, connections: number,
- *            names: Map<string, number>, places: Map<string, number>}} Company
+ *            destinations: Destination[], attribution?: string, private_dns_refused?: boolean}} Detail
+ * @typedef {{org: string, tracker: boolean, bytes: number, connections: number, hidden: string|null,
+ *            names: Map<string, number>, places: Map<string, number>, sources: Set<string>}} Company
  */
 
 /** @type {EventSource|null} */
@@ -79,6 +100,7 @@ async function follow(lang) {
 
 function clearDetail() {
   $("summary").hidden = true;
+  $("notes").replaceChildren();
   $("companies").replaceChildren();
   $("countries").replaceChildren();
 }
@@ -169,8 +191,12 @@ export function companies(dests) {
     const key = String(d.org ?? "unknown");
     let c = byOrg.get(key);
     if (!c) {
-      c = { org: key, tracker: false, bytes: 0, connections: 0, names: new Map(), places: new Map() };
+      c = { org: key, tracker: false, bytes: 0, connections: 0, hidden: null, names: new Map(), places: new Map(), sources: new Set() };
       byOrg.set(key, c);
+    }
+    if (typeof d.hidden === "string" && Object.hasOwn(HIDDEN, d.hidden)) c.hidden = d.hidden;
+    for (const s of Array.isArray(d.name_sources) ? d.name_sources : []) {
+      if (Object.hasOwn(SOURCES, s)) c.sources.add(s);
     }
     c.tracker = c.tracker || Boolean(d.tracker);
     c.bytes += Number(d.bytes) || 0;
@@ -232,6 +258,28 @@ function render(detail) {
   const crows = places.map(countryRow);
   if (!crows.length) crows.push(none(t("me.noCountries")));
   $("countries").replaceChildren(...crows);
+  $("notes").replaceChildren(...notes(orgs, Boolean(detail.private_dns_refused)));
+}
+
+/**
+ * One sentence per kind of hidden connection the phone has, and one if its private DNS was refused.
+ * @param {Company[]} orgs @param {boolean} refused
+ */
+function notes(orgs, refused) {
+  const kinds = new Set(orgs.map((c) => c.hidden).filter(Boolean));
+  const out = [];
+  if (refused) out.push(el("p", "note refused", t("me.refused")));
+  for (const kind of Object.keys(HIDDEN_NOTES)) {
+    if (kinds.has(kind)) out.push(el("p", "note", t(HIDDEN_NOTES[kind])));
+  }
+  return out;
+}
+
+/** The words for where a company's names came from, most trusted first. @param {Set<string>} sources */
+function sourceWords(sources) {
+  return Object.keys(SOURCES)
+    .filter((s) => sources.has(s))
+    .map((s) => t(SOURCES[s]));
 }
 
 /** @param {string} text */
@@ -263,7 +311,7 @@ function companyRow(c) {
   const li = document.createElement("li");
   if (c.tracker) li.classList.add("is-tracker");
   const head = el("div", "head", "");
-  head.append(el("span", "org", clip(c.org, 32)));
+  head.append(el("span", "org", c.hidden ? t(HIDDEN[c.hidden]) : clip(c.org, 32)));
   if (c.tracker) head.append(el("span", "tracker-badge", t("me.trackerBadge")));
   head.append(el("span", "amount", formatBytes(c.bytes)));
   const names = ranked(c.names);
@@ -275,6 +323,11 @@ function companyRow(c) {
     el("div", "name", shown.join(" · ") || t("me.noName")),
     el("div", "where", clip(where.join(" · ") || t("me.somewhereUnknown"), 64)),
   );
+  const words = sourceWords(c.sources);
+  if (words.length) {
+    const source = el("div", c.sources.has("shared") ? "source shared" : "source", `${t("me.source.head")} ${words.join(" · ")}`);
+    li.append(source);
+  }
   return li;
 }
 

@@ -22,7 +22,7 @@
 import { deviceClass } from "./colours.js";
 import { estimateWidth, placeLabels } from "./labels.js";
 import { countryName, t } from "./i18n.js";
-import { clip, formatBytes, formatCount } from "./text.js";
+import { clip, formatBytes, formatCount, HIDDEN } from "./text.js";
 import { d3 } from "./vendor.js";
 
 const COLUMN = { device: 0, org: 1, country: 2 };
@@ -308,6 +308,7 @@ const OTHER = { device: "sankey.other.devices", org: "sankey.other.companies", c
 function labelText(n) {
   let label = n.label;
   if (n.other && OTHER[n.kind]) label = t(OTHER[n.kind]);
+  else if (n.kind === "org" && n.hidden && Object.hasOwn(HIDDEN, n.hidden)) label = t(HIDDEN[n.hidden]);
   else if (n.kind === "country") label = n.id === "c:unknown" ? t("place.unknown") : countryName(n.country, n.label);
   const name = clip(label, n.kind === "device" ? 24 : 20);
   return n.tracker ? `⚠ ${name}` : name;

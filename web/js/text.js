@@ -8,6 +8,16 @@
  * push the layout around. The pages' own words are in the catalogues (`i18n.js`, `web/i18n/`).
  */
 
+/**
+ * Catalogue keys for connections that hide where they go (the server's `hidden` on an org node or
+ * a phone's destination): shown as what they are, in the page's words, not as the server's owner.
+ */
+export const HIDDEN = Object.freeze({
+  "private-dns": "sankey.hidden.privateDns",
+  vpn: "sankey.hidden.vpn",
+  "private-relay": "sankey.hidden.privateRelay",
+});
+
 /** Shown on every screen that uses the geolocation database (its licence requires it). */
 export const DEFAULT_ATTRIBUTION = "IP geolocation by DB-IP.com, CC BY 4.0";
 
