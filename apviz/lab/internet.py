@@ -188,13 +188,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="apviz lab fake-internet servers (run inside the lab)")
     parser.add_argument("--host", default="0.0.0.0", help="address to bind (the namespace owns 198.18/15)")
     parser.add_argument("--tcp", type=int, action="append", help="TCP port (repeatable; default 80, 443)")
-    parser.add_argument("--udp", type=int, action="append", help="UDP port (repeatable; default 7, 443)")
+    parser.add_argument("--udp", type=int, action="append", help="UDP port (repeatable; default 7 443 3478)")
     parser.add_argument("--cert", type=Path, help="certificate chain (PEM): TLS on TCP 443, QUIC on UDP 443")
     parser.add_argument("--key", type=Path, help="its private key (PEM)")
     args = parser.parse_args(argv)
     if (args.cert is None) != (args.key is None):
         parser.error("--cert and --key go together")
-    asyncio.run(serve(args.host, args.tcp or [80, 443], args.udp or [7, 443], args.cert, args.key))
+    asyncio.run(serve(args.host, args.tcp or [80, 443], args.udp or [7, 443, 3478], args.cert, args.key))
     return 0
 
 

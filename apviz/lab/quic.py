@@ -35,6 +35,7 @@ from aioquic.quic.packet import (
     encode_quic_version_negotiation,
     pull_quic_header,
 )
+from aioquic.quic.packet_builder import QuicPacketBuilderStop
 
 ALPN = ["h3"]  # what real phones offer on UDP 443; the payload is the lab's line protocol all the same
 IP_PKTINFO = getattr(socket, "IP_PKTINFO", 8)
@@ -160,8 +161,11 @@ class QuicServer:
                 self._stream_data(conn, event)
             elif isinstance(event, ConnectionTerminated):
                 ended = True
-        now = self.loop.time()
-        for data, addr in conn.quic.datagrams_to_send(now=now):
+        try:
+            datagrams = conn.quic.datagrams_to_send(now=self.loop.time())
+        except QuicPacketBuilderStop:  # see _datagrams: a close that does not fit ends it silently
+            datagrams, ended = [], True
+        for data, addr in datagrams:
             self._send(data, conn.local, addr)
         if conn.timer is not None:
             conn.timer.cancel()
@@ -287,12 +291,24 @@ def exchange(
 
     def close() -> None:
         quic.close()
-        with contextlib.suppress(OSError):
-            for data, _addr in quic.datagrams_to_send(now=time.monotonic()):
+        with contextlib.suppress(OSError, ConnectionError):
+            for data in _datagrams(quic):
                 sock.send(data)
         sock.close()
 
     return QuicExchange(src=src, sport=sport, sent=len(request), received=received, close=close)
+
+
+def _datagrams(quic: QuicConnection) -> list[bytes]:
+    """What the connection has to send. aioquic 1.x raises QuicPacketBuilderStop when a
+    CONNECTION_CLOSE reason does not fit one packet (a certificate name mismatch lists every SAN of
+    the lab's certificate): that is the handshake failing, so say so with the reason."""
+    try:
+        return [data for data, _addr in quic.datagrams_to_send(now=time.monotonic())]
+    except QuicPacketBuilderStop as exc:
+        event = getattr(quic, "_close_event", None)
+        reason = getattr(event, "reason_phrase", "") or "connection closed"
+        raise ConnectionError(f"QUIC connection closed: {reason[:300]}") from exc
 
 
 def _pump(
@@ -301,9 +317,9 @@ def _pump(
     """Drive the connection until the server ends our stream; returns the stream bytes received."""
     received = 0
     while True:
-        now = time.monotonic()
-        for data, _addr in quic.datagrams_to_send(now=now):
+        for data in _datagrams(quic):
             sock.send(data)
+        now = time.monotonic()
         if now >= deadline:
             raise TimeoutError(f"QUIC exchange with {peer[0]} timed out")
         timer = quic.get_timer()
