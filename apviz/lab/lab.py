@@ -187,6 +187,7 @@ class Lab:
         self._lock = threading.Lock()
         self._next_index = 1
         self._gw_ready = threading.Event()
+        self._resolvers_started = 0.0
         self._started = False
         self._closed = False
 
@@ -413,6 +414,7 @@ class Lab:
         """The resolvers phones use instead of the gateway's (``apviz.lab.resolvers``): dnsdist for
         DoH and DoT, and a second plain dnsmasq per ``plain_dns`` address, all in the internet."""
         assert self.ca is not None
+        self._resolvers_started = time.monotonic()
         net = self.run_dir / "internet"
         plain = self.world.service_addresses("plain_dns")
         if plain:  # dnsmasq's bind-interfaces wants the address on an interface, not just routed
@@ -441,6 +443,8 @@ class Lab:
             if time.monotonic() > deadline:
                 raise LabError(f"dnsdist not listening after {timeout} s: {self._log_tail('net-dnsdist')}")
             time.sleep(0.005)
+        # From their start (beside the other services) until dnsdist listens: its cost to start-up.
+        self.timings["resolvers"] = time.monotonic() - self._resolvers_started
 
     def _start_journald(self) -> None:
         try:
