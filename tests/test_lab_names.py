@@ -202,6 +202,11 @@ def test_quic_line_protocol_over_loopback(loopback_quic: tuple[int, Path, quic.Q
     again.close()
     assert again.received == 1_000
     assert server.counters["bad_packets"] >= 3 and server.counters["connections"] >= 3
+    # Closed connections leave the server's table (after their draining period).
+    deadline = time.monotonic() + 10
+    while server.conns and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not server.conns
 
 
 # --------------------------------------------------------------------------------------------------
@@ -258,13 +263,14 @@ def test_tls_and_quic_bytes_add_up_in_conntrack(names_lab) -> None:
     )
     assert (q.security, q.sni, q.proto, q.port) == ("quic", "rr1---sn-4g5ednse.googlevideo.com", "udp", 443)
     assert q.received == 300_000 + len("OK 10000\n")
-    for result, proto in ((tls, "tcp"), (q, "udp")):
+    # Payload plus handshakes, framing and (QUIC, whose loss recovery is its own) retransmissions:
+    # at least the payload, and not much more.
+    for result, proto, slack in ((tls, "tcp", 1.08), (q, "udp", 1.5)):
         entries = _wait(lambda r=result, p=proto: _conntrack(lab, p, r.sport))
         assert len(entries) == 1, entries
         counts = entries[0]
-        # Payload plus handshakes and framing: at least the payload, at most a few percent more.
-        assert result.received <= counts["reply"] <= result.received * 1.08 + 20_000, (proto, counts)
-        assert result.sent <= counts["orig"] <= result.sent * 1.08 + 40_000, (proto, counts)
+        assert result.received <= counts["reply"] <= result.received * slack + 20_000, (proto, counts)
+        assert result.sent <= counts["orig"] <= result.sent * slack + 40_000, (proto, counts)
     echo = lab.phone_connect(phone, "teams.microsoft.com", nbytes=3_000, proto="udp", port=3478)
     assert echo.security == "plain" and echo.sni is None and echo.sent == echo.received == 3_000
 
@@ -412,10 +418,13 @@ def test_strict_private_dns_fails_when_853_is_refused_and_automatic_does_not(nam
     """What the gateway's policy will do (reject LAN 853), made here by a test-only nft table."""
     lab = names_lab
     table = "names_test_reject_dot"
+    doh = lab.world.hosts["mozilla.cloudflare-dns.com"].addresses[0]
     rules = (
         f"table inet {table} {{ chain forward {{ type filter hook forward priority -10; "
-        "tcp dport 853 reject with tcp reset; }; }"
+        f"tcp dport 853 reject with tcp reset; ip daddr {doh} tcp dport 443 reject with tcp reset; }}; }}"
     )
+    firefox = _by_persona(lab, "firefox-doh")
+    assert lab.phone_lookup(firefox, "www.bing.com").via == "doh"  # a DoH connection is open now
     lab.exec_in(lab.gateway_ns, ["nft", "-f", "-"], input=rules)
     try:
         strict = _by_persona(lab, "android-strict-dns")
@@ -423,6 +432,10 @@ def test_strict_private_dns_fails_when_853_is_refused_and_automatic_does_not(nam
             lab.phone_connect(strict, "graph.facebook.com", 1_000)
         auto = lab.phone_connect(_by_persona(lab, "android-private-dns"), "graph.facebook.com", 1_000)
         assert auto.resolved_via == "dnsmasq"
+        # Firefox's default DoH mode falls back to the network's resolver when its provider fails.
+        fallback = lab.phone_connect(firefox, "www.bing.com", 1_000)
+        assert fallback.resolved_via == "dnsmasq"
     finally:
         lab.exec_in(lab.gateway_ns, ["nft", "delete", "table", "inet", table])
     assert lab.phone_connect(strict, "graph.facebook.com", 1_000).resolved_via == "dot"
+    assert lab.phone_connect(firefox, "www.bing.com", 1_000).resolved_via == "doh"

@@ -469,17 +469,20 @@ class Device:
             "host": host,
         }
         with self._doh_lock:
-            if self._doh_client is None:
-                import httpx  # only DoH personas pay for the import
+            import httpx  # only DoH personas pay for the import (once; later it is a dict look-up)
 
+            if self._doh_client is None:
                 self._doh_client = httpx.Client(verify=self.tls, timeout=self.timeout)
-            reply = self._doh_client.post(
-                f"https://{address}{DOH_PATH}",
-                content=query.to_wire(),
-                headers=headers,
-                extensions={"sni_hostname": host},
-            )
-        reply.raise_for_status()
+            try:
+                reply = self._doh_client.post(
+                    f"https://{address}{DOH_PATH}",
+                    content=query.to_wire(),
+                    headers=headers,
+                    extensions={"sni_hostname": host},
+                )
+                reply.raise_for_status()
+            except httpx.HTTPError as exc:  # not an OSError: say it as one, like the other transports
+                raise ConnectionError(f"DoH to {host} ({address}): {type(exc).__name__}: {exc}") from exc
         self.counters["doh"] += 1
         return _result(name, "A", dns.message.from_wire(reply.content), "", 0, address, "doh")
 

@@ -269,6 +269,8 @@ def exchange(
     open until the returned ``close`` is called (so a caller can hold a live flow)."""
     quic = QuicConnection(configuration=client_configuration(server_name, ca))
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    # Room for a burst while this thread decrypts: fewer drops, fewer retransmissions on the wire.
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
     peer = (address, port)
     try:
         sock.connect(peer)
