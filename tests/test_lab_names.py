@@ -439,3 +439,17 @@ def test_strict_private_dns_fails_when_853_is_refused_and_automatic_does_not(nam
         lab.exec_in(lab.gateway_ns, ["nft", "delete", "table", "inet", table])
     assert lab.phone_connect(strict, "graph.facebook.com", 1_000).resolved_via == "dot"
     assert lab.phone_connect(firefox, "www.bing.com", 1_000).resolved_via == "doh"
+
+
+@pytest.mark.lab
+def test_resolvers_are_recorded_and_end_with_the_lab() -> None:
+    from apviz.lab import cleanup
+    from apviz.lab.lab import Lab
+
+    with Lab(phones=0, traffic=False) as lab:
+        records = {r.name: r for r in cleanup.recorded_pids(lab.run_dir)}
+        assert {"net-dnsdist", "net-dns1", "net-server", "net-dnsmasq"} <= set(records)
+        assert all(cleanup.is_alive(r) for r in records.values())
+        assert (lab.run_dir / "ca" / "ca.pem").is_file() and lab.summary()["ca_cert"] == str(lab.ca.ca_cert)
+    assert not [r for r in records.values() if cleanup.is_alive(r)]
+    assert not lab.run_dir.exists()
