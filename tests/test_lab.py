@@ -204,12 +204,16 @@ def test_held_connection_is_established(module_lab):
 
 
 @pytest.mark.lab
-def test_udp_echo(module_lab):
+def test_udp_echo_and_quic(module_lab):
+    """UDP 443 is QUIC (tests/test_lab_names.py has the details); other UDP ports echo datagrams."""
     lab = module_lab
-    result = lab.phone_connect(lab.phones[1], "spclient.wg.spotify.com", nbytes=5_000, proto="udp")
-    assert result.sent == result.received == 5_000
-    entries = conntrack_entries(lab, "-p", "udp", "--orig-port-src", str(result.sport))
-    assert entries and entries[0]["reply"]["dst"] == lab.wan_ip
+    echo = lab.phone_connect(lab.phones[1], "spclient.wg.spotify.com", nbytes=5_000, proto="udp", port=7)
+    assert echo.sent == echo.received == 5_000 and echo.security == "plain"
+    quic = lab.phone_connect(lab.phones[1], "spclient.wg.spotify.com", nbytes=5_000, proto="udp")
+    assert quic.received == 5_000 and quic.security == "quic"
+    for result in (echo, quic):
+        entries = conntrack_entries(lab, "-p", "udp", "--orig-port-src", str(result.sport))
+        assert entries and entries[0]["reply"]["dst"] == lab.wan_ip
 
 
 @pytest.mark.lab

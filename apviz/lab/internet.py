@@ -8,9 +8,13 @@ a persona wants and a test can check the kernel's byte counters against it:
 - ``PUT <n>\\n`` followed by ``n`` bytes: the server answers ``OK <n>\\n`` once they arrived;
 - anything that looks like HTTP gets a small HTTP/1.0 page (handy with curl), anything else ``ERR``.
 
-Several requests can share one connection. UDP ports echo each datagram. The process exits when its
-standard input closes, so it cannot outlive the lab that started it, and prints ``ready`` once every
-socket is bound so the lab knows when to go on.
+Several requests can share one connection. With a certificate (the lab CA's, see ``apviz.lab.ca``)
+TCP 443 speaks the same protocol inside TLS and UDP 443 inside QUIC streams (``apviz.lab.quic``), so
+phones send real ClientHellos and QUIC Initials with their server names; other TCP ports stay plain and
+other UDP ports echo each datagram. The TLS listener sets SO_REUSEPORT so the lab's DoH resolver
+(dnsdist) can bind 443 on its own few addresses: the kernel prefers the exact address over our wildcard.
+The process exits when its standard input closes, so it cannot outlive the lab that started it, and
+prints ``ready`` once every socket is bound so the lab knows when to go on.
 """
 
 from __future__ import annotations
@@ -18,10 +22,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import importlib
 import socket
+import ssl
 import struct
 import sys
 import threading
+from pathlib import Path
+from typing import Any
 
 MAX_TRANSFER = 1 << 31
 IP_PKTINFO = getattr(socket, "IP_PKTINFO", 8)  # Linux value; the constant is missing before Python 3.13
@@ -73,7 +81,7 @@ async def handle_tcp(reader: asyncio.StreamReader, writer: asyncio.StreamWriter)
             writer.write(b"ERR\n")
             await writer.drain()
             break
-    except (ConnectionError, asyncio.IncompleteReadError):
+    except (ConnectionError, asyncio.IncompleteReadError, ssl.SSLError):
         pass
     finally:
         writer.close()
@@ -82,19 +90,16 @@ async def handle_tcp(reader: asyncio.StreamReader, writer: asyncio.StreamWriter)
 
 
 class UdpEcho:
-    """Echo every datagram back to its sender (stands in for QUIC, NTP and friends).
+    """Echo every datagram back to its sender (stands in for NTP, a video call's RTP and friends).
 
     The socket is bound to the wildcard, so the reply must name its source explicitly: left to the
     routing table it would leave from the uplink's address, which the gateway's conntrack does not
     expect, and the phone would never see it. IP_PKTINFO gives the address the datagram was sent to.
     """
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, host: str, port: int) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, sock: socket.socket) -> None:
         self.loop = loop
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.sock.setsockopt(socket.SOL_IP, IP_PKTINFO, 1)
-        self.sock.bind((host, port))
-        self.sock.setblocking(False)
+        self.sock = sock
         loop.add_reader(self.sock.fileno(), self._readable)
 
     def _readable(self) -> None:
@@ -116,6 +121,15 @@ class UdpEcho:
         self.sock.close()
 
 
+def udp_socket(host: str, port: int) -> socket.socket:
+    """A bound, non-blocking UDP socket that learns each datagram's destination (IP_PKTINFO)."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.setsockopt(socket.SOL_IP, IP_PKTINFO, 1)
+    sock.bind((host, port))
+    sock.setblocking(False)
+    return sock
+
+
 def _watch_stdin(loop: asyncio.AbstractEventLoop, stop: asyncio.Event) -> None:
     """Block on stdin in a thread; EOF means the lab is gone, so stop."""
     with contextlib.suppress(Exception):
@@ -124,27 +138,63 @@ def _watch_stdin(loop: asyncio.AbstractEventLoop, stop: asyncio.Event) -> None:
     loop.call_soon_threadsafe(stop.set)
 
 
-async def serve(host: str, tcp_ports: list[int], udp_ports: list[int]) -> None:
+TLS_PORTS = (443,)
+QUIC_PORTS = (443,)
+
+
+def tls_context(cert: Path, key: Path) -> ssl.SSLContext:
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(str(cert), str(key))
+    ctx.set_alpn_protocols(["h2", "http/1.1"])  # what a browser offers; the payload stays the line protocol
+    return ctx
+
+
+async def serve(
+    host: str, tcp_ports: list[int], udp_ports: list[int], cert: Path | None = None, key: Path | None = None
+) -> None:
     loop = asyncio.get_running_loop()
-    servers = [await asyncio.start_server(handle_tcp, host, port, backlog=1024) for port in tcp_ports]
-    echoes = [UdpEcho(loop, host, port) for port in udp_ports]
+    ctx = tls_context(cert, key) if cert is not None and key is not None else None
+    servers = []
+    for port in tcp_ports:
+        secure = {"ssl": ctx, "ssl_handshake_timeout": 10.0} if ctx is not None and port in TLS_PORTS else {}
+        servers.append(
+            await asyncio.start_server(handle_tcp, host, port, backlog=1024, reuse_port=True, **secure)  # type: ignore[arg-type]
+        )
+    udp: list[Any] = []
+    quic_sockets = []
+    for port in udp_ports:
+        sock = udp_socket(host, port)
+        if ctx is not None and cert is not None and key is not None and port in QUIC_PORTS:
+            quic_sockets.append(sock)
+        else:
+            udp.append(UdpEcho(loop, sock))
     stop = asyncio.Event()
     threading.Thread(target=_watch_stdin, args=(loop, stop), daemon=True).start()
+    # Every socket is bound: phones may start. aioquic takes ~0.2 s to import, so it loads after
+    # "ready"; an Initial arriving meanwhile waits in its socket's buffer.
     print("ready", flush=True)
+    if quic_sockets:
+        quic = await loop.run_in_executor(None, importlib.import_module, "apviz.lab.quic")
+        config = quic.server_configuration(cert, key)
+        udp += [quic.QuicServer(loop, sock, config) for sock in quic_sockets]
     await stop.wait()
     for server in servers:
         server.close()
-    for echo in echoes:
-        echo.close()
+    for endpoint in udp:
+        endpoint.close()
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="apviz lab fake-internet servers (run inside the lab)")
     parser.add_argument("--host", default="0.0.0.0", help="address to bind (the namespace owns 198.18/15)")
     parser.add_argument("--tcp", type=int, action="append", help="TCP port (repeatable; default 80, 443)")
-    parser.add_argument("--udp", type=int, action="append", help="UDP echo port (repeatable; default 7, 443)")
+    parser.add_argument("--udp", type=int, action="append", help="UDP port (repeatable; default 7 443 3478)")
+    parser.add_argument("--cert", type=Path, help="certificate chain (PEM): TLS on TCP 443, QUIC on UDP 443")
+    parser.add_argument("--key", type=Path, help="its private key (PEM)")
     args = parser.parse_args(argv)
-    asyncio.run(serve(args.host, args.tcp or [80, 443], args.udp or [7, 443]))
+    if (args.cert is None) != (args.key is None):
+        parser.error("--cert and --key go together")
+    asyncio.run(serve(args.host, args.tcp or [80, 443], args.udp or [7, 443, 3478], args.cert, args.key))
     return 0
 
 

@@ -27,7 +27,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Literal
 
-from apviz.lab import cleanup, dnsmasq, topology
+from apviz.lab import ca, cleanup, dnsmasq, resolvers, topology
 from apviz.lab.phone import (
     DEFAULT_PERSONAS,
     ConnectResult,
@@ -183,6 +183,7 @@ class Lab:
         self.journal_dir: Path | None = None
         self.journald: Any = None
         self.leases_file = Path()
+        self.ca: ca.LabCA | None = None  # made at start: phones trust it, the internet serves with it
         self.phones: list[Phone] = []
         self.timings: dict[str, float] = {}
         self._helpers: dict[str, _Helper] = {}
@@ -190,6 +191,7 @@ class Lab:
         self._lock = threading.Lock()
         self._next_index = 1
         self._gw_ready = threading.Event()
+        self._resolvers_started = 0.0
         self._started = False
         self._closed = False
 
@@ -259,6 +261,7 @@ class Lab:
         self._claim_run_dir()
         for sub in ("logs", "gateway", "internet", "phones"):
             (self.run_dir / sub).mkdir(exist_ok=True)
+        self.ca = ca.make_ca(self.run_dir / "ca", self.world.names, self.world.addresses)
         self.leases_file = self.run_dir / "gateway" / "dnsmasq.leases"
         script = self.run_dir / "udhcpc.script"
         script.write_text(UDHCPC_SCRIPT)
@@ -274,11 +277,20 @@ class Lab:
         server = self._spawn(
             "net-server",
             self.internet_ns,
-            [sys.executable, "-m", "apviz.lab.internet"],
+            [
+                sys.executable,
+                "-m",
+                "apviz.lab.internet",
+                "--cert",
+                str(self.ca.cert),
+                "--key",
+                str(self.ca.key),
+            ],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
         )
         self._start_upstream()
+        self._start_resolvers()
         if self.log == "journal":
             self._start_journald()
         self._start_gateway_dnsmasq()
@@ -290,6 +302,7 @@ class Lab:
             self._gw_ready.set()
             self._wait_file(self.run_dir / "internet" / "dnsmasq.pid", "internet dnsmasq", "net-dnsmasq")
             self._wait_server(server)
+            self._wait_resolvers()
             t2 = time.monotonic()
             self.timings["services"] = t2 - t1
             phones = [f.result() for f in futures]
@@ -403,6 +416,42 @@ class Lab:
         )
         self._spawn("net-dnsmasq", self.internet_ns, dnsmasq.argv(conf))
 
+    def _start_resolvers(self) -> None:
+        """The resolvers phones use instead of the gateway's (``apviz.lab.resolvers``): dnsdist for
+        DoH and DoT, and a second plain dnsmasq per ``plain_dns`` address, all in the internet."""
+        assert self.ca is not None
+        self._resolvers_started = time.monotonic()
+        net = self.run_dir / "internet"
+        plain = self.world.service_addresses("plain_dns")
+        if plain:  # dnsmasq's bind-interfaces wants the address on an interface, not just routed
+            topology.ip_batch(self.internet_ns, [f"addr add {a}/32 dev lo" for a in plain])
+        for i, address in enumerate(plain, 1):
+            conf = net / f"dns{i}.conf"
+            pid = net / f"dns{i}.pid"
+            conf.write_text(
+                resolvers.plain_dns_config(self.world, address, pid_file=pid, log_file=net / f"dns{i}.log")
+            )
+            self._spawn(f"net-dns{i}", self.internet_ns, dnsmasq.argv(conf))
+        if resolvers.dnsdist_listeners(self.world):
+            conf = net / "dnsdist.conf"
+            conf.write_text(resolvers.dnsdist_config(self.world, cert=self.ca.cert, key=self.ca.key))
+            self._spawn("net-dnsdist", self.internet_ns, resolvers.dnsdist_argv(conf))
+
+    def _wait_resolvers(self, timeout: float = 10.0) -> None:
+        for i, _address in enumerate(self.world.service_addresses("plain_dns"), 1):
+            self._wait_file(self.run_dir / "internet" / f"dns{i}.pid", "second resolver", f"net-dns{i}")
+        want = resolvers.dnsdist_listeners(self.world)
+        proc = self._procs.get("net-dnsdist")
+        deadline = time.monotonic() + timeout
+        while proc is not None and not want <= resolvers.tcp_listening(proc.pid):
+            if proc.poll() is not None:
+                raise LabError(f"dnsdist exited with {proc.returncode}: {self._log_tail('net-dnsdist')}")
+            if time.monotonic() > deadline:
+                raise LabError(f"dnsdist not listening after {timeout} s: {self._log_tail('net-dnsdist')}")
+            time.sleep(0.005)
+        # From their start (beside the other services) until dnsdist listens: its cost to start-up.
+        self.timings["resolvers"] = time.monotonic() - self._resolvers_started
+
     def _start_journald(self) -> None:
         try:
             from apviz.lab.journald import PrivateJournald
@@ -515,6 +564,8 @@ class Lab:
         resolv.write_text(f"nameserver {self.gateway_ip}\n")
         argv = [sys.executable, "-m", "apviz.lab.phone", "--gateway", self.gateway_ip, "--state", str(state)]
         argv += ["--persona", persona, "--personas", str(self.personas_file)]
+        if self.ca is not None:
+            argv += ["--ca", str(self.ca.ca_cert)]
         if self.seed is not None:
             argv += ["--seed", str(self.seed + index)]
         proc = self._spawn(f"p{index}-helper", ns, argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
@@ -600,18 +651,34 @@ class Lab:
         address: str | None = None,
         proto: str = "tcp",
         hold: float = 0.0,
+        sni: str | None = None,
+        tls: bool | None = None,
         timeout: float = 60.0,
     ) -> ConnectResult:
         """Resolve ``name`` through the gateway from the phone and make one connection moving bytes.
 
         ``nbytes`` come down from the server, ``upload`` go up. ``address`` skips the lookup.
         ``hold`` keeps the connection open that many seconds after the transfer (an ESTABLISHED flow
-        for the test to look at) while this call returns at once.
+        for the test to look at) while this call returns at once. The phone finds the address as its
+        persona does (plain DNS at the gateway for most; DoH, DoT, a hard-coded resolver or the relay
+        for some: ``ConnectResult.resolved_via`` says which); on 443 TCP is TLS and UDP is QUIC with
+        ``sni`` (default: the name) unless ``tls`` says otherwise.
         """
         phone = self.phone(phone)
         req = {"op": "connect", "name": name, "nbytes": nbytes, "port": port, "upload": upload}
-        req |= {"address": address, "proto": proto, "hold": hold}
+        req |= {"address": address, "proto": proto, "hold": hold, "sni": sni, "tls": tls}
         return _result(ConnectResult, self._helpers[phone.ns].request(req, timeout=timeout))
+
+    def phone_lookup(self, phone: Phone | str, name: str) -> ResolveResult:
+        """Find ``name`` the way the phone's persona does (DoH, DoT, ... or the gateway)."""
+        phone = self.phone(phone)
+        return _result(ResolveResult, self._helpers[phone.ns].request({"op": "lookup", "name": name}))
+
+    def phone_history(self, phone: Phone | str) -> list[ConnectResult]:
+        """Every connection the phone made (persona traffic included) since the last call, oldest first
+        (the phone remembers at most 2000)."""
+        phone = self.phone(phone)
+        return [_result(ConnectResult, d) for d in self._helpers[phone.ns].request({"op": "history"})]
 
     # ----------------------------------------------------------------------------------------------
     # misc
@@ -656,6 +723,7 @@ class Lab:
             "dnsmasq_log": str(self.dnsmasq_log) if self.dnsmasq_log else None,
             "journal_dir": str(self.journal_dir) if self.journal_dir else None,
             "leases_file": str(self.leases_file),
+            "ca_cert": str(self.ca.ca_cert) if self.ca else None,
             "phones": [
                 {k: str(v) if isinstance(v, Path) else v for k, v in asdict(p).items()} for p in self.phones
             ],

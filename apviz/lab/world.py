@@ -67,6 +67,19 @@ class Resolution:
         return self.chain[-1] if self.chain else self.name
 
 
+@dataclass(frozen=True, slots=True)
+class Services:
+    """Which catalogue names run more than the line-protocol servers (``[services]`` in world.toml).
+
+    Each list holds host names (never aliases): the lab starts the service on that host's addresses.
+    """
+
+    doh: tuple[str, ...] = ()  # DNS over HTTPS (dnsdist, 443, path /dns-query)
+    dot: tuple[str, ...] = ()  # DNS over TLS (dnsdist, 853)
+    plain_dns: tuple[str, ...] = ()  # a second dnsmasq on 53, answering the same records
+    relay: tuple[str, ...] = ()  # stands for Apple's Private Relay ingress (QUIC/TLS on 443)
+
+
 @dataclass(slots=True)
 class World:
     """The whole catalogue, validated."""
@@ -76,6 +89,17 @@ class World:
     blocks: list[Block] = field(default_factory=list)
     hosts: dict[str, Host] = field(default_factory=dict)
     aliases: dict[str, Alias] = field(default_factory=dict)
+    services: Services = field(default_factory=Services)
+
+    @property
+    def addresses(self) -> list[str]:
+        """Every address some host points at, in catalogue order, without repeats."""
+        return list(dict.fromkeys(a for h in self.hosts.values() for a in h.addresses))
+
+    def service_addresses(self, kind: str) -> list[str]:
+        """The addresses of the hosts listed under ``kind`` in ``[services]``."""
+        names: tuple[str, ...] = getattr(self.services, kind)
+        return list(dict.fromkeys(a for n in names for a in self.hosts[n].addresses))
 
     @property
     def names(self) -> list[str]:
@@ -202,7 +226,27 @@ def parse_world(data: dict) -> World:
             current = world.aliases[current].target
         if current not in world.hosts:
             raise WorldError(f"cname {alias.name}: chain ends at {current}, which has no address")
+    world.services = _services(data.get("services", {}), world)
     return world
+
+
+def _services(raw: object, world: World) -> Services:
+    if not isinstance(raw, dict):
+        raise WorldError("[services] must be a table")
+    kinds = set(Services.__slots__)  # type: ignore[attr-defined]
+    unknown = set(raw) - kinds
+    if unknown:
+        raise WorldError(f"[services]: unknown key(s) {', '.join(sorted(unknown))} (known: {sorted(kinds)})")
+    lists: dict[str, tuple[str, ...]] = {}
+    for kind, names in raw.items():
+        if not isinstance(names, list):
+            raise WorldError(f"[services] {kind}: must be a list of host names")
+        checked = tuple(_check_name(n, f"[services] {kind}") for n in names)
+        for name in checked:
+            if name not in world.hosts:
+                raise WorldError(f"[services] {kind}: {name} is not a [[host]] (aliases have no address)")
+        lists[kind] = checked
+    return Services(**lists)
 
 
 def load_world(path: Path | None = None) -> World:
