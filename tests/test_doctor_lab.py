@@ -118,7 +118,7 @@ def test_missing_policy_fails_in_exhibit_and_classroom_mode(lab_factory, mode, s
     checks = run_checks(lab_config(lab, 18090, exhibit={"mode": mode}))
     named = by_name(checks)
     dns_check, nft_check = named["policy-dns"], named["policy-nft"]
-    assert dns_check.status == status and "mask.icloud.com -> 198.18.4.40" in dns_check.message
+    assert dns_check.status == status and "mask.icloud.com -> 198.18.24.10" in dns_check.message
     assert "/etc/dnsmasq.d/apviz-policy.conf" in dns_check.fix and "policy = false" in dns_check.fix
     assert nft_check.status == status and "is not loaded" in nft_check.message
     assert "systemctl enable --now apviz-policy" in nft_check.fix

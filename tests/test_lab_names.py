@@ -243,7 +243,9 @@ def _wait(predicate, timeout: float = 5.0):
 def names_lab():
     from apviz.lab.lab import Lab
 
-    with Lab(phones=len(NEW_PERSONAS) + 1, personas=["android-phone", *NEW_PERSONAS], traffic=False) as lab:
+    with Lab(
+        phones=len(NEW_PERSONAS) + 1, personas=["android-phone", *NEW_PERSONAS], traffic=False, policy=False
+    ) as lab:
         yield lab
 
 

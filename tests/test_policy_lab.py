@@ -26,7 +26,7 @@ pytestmark = pytest.mark.lab
 
 ROOT = Path(__file__).resolve().parents[1]
 SIGNAL_NAMES = ("use-application-dns.net", "mask.icloud.com", "mask-h2.icloud.com")
-OUTSIDE = "198.18.18.53"  # an address in the lab internet (use-application-dns.net's, unimportant)
+OUTSIDE = "198.18.18.53"  # an address in the lab internet that no name points to
 
 # Answers TCP and UDP on port 853 at the given address: TCP says "dot" and closes, UDP echoes.
 LISTENER = r"""
@@ -338,3 +338,19 @@ def test_lab_command_applies_the_policy_unless_told_not_to(flag, shown):
     )
     assert out.returncode == 0, out.stderr[-2000:]
     assert re.search(rf"^  network policy +{re.escape(shown)}$", out.stdout, flags=re.M), out.stdout
+
+
+@pytest.mark.lab
+def test_phones_that_hide_their_dns_fall_back_to_dnsmasq_under_the_policy(lab_factory) -> None:
+    """The shipped policy, applied from the shipped files, turns the relay, Firefox's DoH and Android's
+    automatic DoT off: those phones ask dnsmasq (so apviz sees their names); a strict-mode phone
+    cannot resolve at all (the phone page tells its owner why)."""
+    personas = ["iphone-relay", "firefox-doh", "android-private-dns", "android-strict-dns"]
+    lab = lab_factory(phones=len(personas), personas=personas, policy=True)
+    by = {p.persona: p for p in lab.phones}
+    for persona in ("iphone-relay", "firefox-doh", "android-private-dns"):
+        result = lab.phone_connect(by[persona], "graph.facebook.com", 1_000)
+        assert (result.resolved_via, result.sni, result.security) == ("dnsmasq", "graph.facebook.com", "tls")
+    assert "query[A] graph.facebook.com from " + by["iphone-relay"].ip in lab.dnsmasq_log.read_text()
+    with pytest.raises(Exception, match="strict mode"):
+        lab.phone_connect(by["android-strict-dns"], "graph.facebook.com", 1_000)
