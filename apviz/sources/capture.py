@@ -27,6 +27,7 @@ creating it again, in one ``nft -f`` transaction; :meth:`CaptureTable.remove` de
 
 from __future__ import annotations
 
+import json
 import logging
 import shutil
 import subprocess
@@ -76,19 +77,22 @@ class CaptureRules:
         dns = f"ct direction reply ct reply packets 1-{self.dns_packets} udp sport 53"
         dns_tcp = f"ct direction reply ct reply packets 1-{self.dns_tcp_packets} tcp sport 53"
         data = (
-            f"tcp flags & (syn | rst | fin) == 0 "
-            f"meta nfproto ipv4 meta length > {_PURE_ACK_MAX_V4}",
+            f"tcp flags & (syn | rst | fin) == 0 meta nfproto ipv4 meta length > {_PURE_ACK_MAX_V4}",
             f"tcp flags & (syn | rst | fin) == 0 meta nfproto ipv6 meta length > {_PURE_ACK_MAX_V6}",
         )
         rules = [
-            f'{tcp} tcp flags & (syn | ack) == syn log prefix "{PREFIX_TLS}" group {g} snaplen {_SYN_SNAPLEN}',
-            *(f'{tcp} {cond} log prefix "{PREFIX_TLS}" group {g} snaplen {_DATA_SNAPLEN}' for cond in data),
-            f'{quic} log prefix "{PREFIX_QUIC}" group {g} snaplen {_QUIC_SNAPLEN}',
-            f'{dns} log prefix "{PREFIX_DNS}" group {g} snaplen {_DNS_SNAPLEN}',
-            f'{dns_tcp} tcp flags & (syn | ack) == (syn | ack) log prefix "{PREFIX_DNS}" group {g} '
+            f'{tcp} tcp flags & (syn | ack) == syn counter log prefix "{PREFIX_TLS}" group {g} '
             f"snaplen {_SYN_SNAPLEN}",
             *(
-                f'{dns_tcp} {cond} log prefix "{PREFIX_DNS}" group {g} snaplen {_DATA_SNAPLEN}'
+                f'{tcp} {cond} counter log prefix "{PREFIX_TLS}" group {g} snaplen {_DATA_SNAPLEN}'
+                for cond in data
+            ),
+            f'{quic} counter log prefix "{PREFIX_QUIC}" group {g} snaplen {_QUIC_SNAPLEN}',
+            f'{dns} counter log prefix "{PREFIX_DNS}" group {g} snaplen {_DNS_SNAPLEN}',
+            f'{dns_tcp} tcp flags & (syn | ack) == (syn | ack) counter log prefix "{PREFIX_DNS}" group {g} '
+            f"snaplen {_SYN_SNAPLEN}",
+            *(
+                f'{dns_tcp} {cond} counter log prefix "{PREFIX_DNS}" group {g} snaplen {_DATA_SNAPLEN}'
                 for cond in data
             ),
         ]
@@ -139,7 +143,11 @@ def run_nft(netns: str | None, script: str, what: str) -> None:
 
 def conntrack_accounting(netns: str | None) -> bool | None:
     """``net.netfilter.nf_conntrack_acct`` of the namespace; None if it cannot be read."""
-    argv = [*(["ip", "netns", "exec", netns] if netns else []), "cat", "/proc/sys/net/netfilter/nf_conntrack_acct"]
+    argv = [
+        *(["ip", "netns", "exec", netns] if netns else []),
+        "cat",
+        "/proc/sys/net/netfilter/nf_conntrack_acct",
+    ]
     try:
         proc = subprocess.run(argv, capture_output=True, text=True, timeout=5, check=False)
     except (OSError, subprocess.TimeoutExpired):
@@ -174,6 +182,21 @@ class CaptureTable:
         except CaptureError as exc:
             log.warning("capture: %s", exc)
         self.installed = False
+
+
+def logged_packets(netns: str | None) -> int:
+    """Packets the table's rules have copied so far (their counters), 0 without the table."""
+    proc = subprocess.run(
+        nft_argv(netns, "-j", "list", "table", "inet", TABLE), capture_output=True, text=True, check=False
+    )
+    if proc.returncode != 0:
+        return 0
+    total = 0
+    for item in json.loads(proc.stdout).get("nftables", []):
+        for expr in item.get("rule", {}).get("expr", []):
+            if "counter" in expr:
+                total += int(expr["counter"].get("packets", 0))
+    return total
 
 
 def table_exists(netns: str | None) -> bool:
