@@ -113,7 +113,7 @@ def make_check(target: str) -> Callable[[bytes], None]:
     return check_dns
 
 
-def child(target: str, execs: int, seconds: float, crash_dir: Path) -> None:
+def child(target: str, execs: int, seconds: float, crash_dir: Path, corpus: Path) -> None:
     """Fuzz one target in this process and print its JSON line."""
     import atheris
 
@@ -149,7 +149,7 @@ def child(target: str, execs: int, seconds: float, crash_dir: Path) -> None:
                 path.write_bytes(data)
                 first_crash.append(f"{path}: {traceback.format_exc(limit=4)}")
 
-    corpus = Path(tempfile.mkdtemp(prefix=f"apviz-fuzz-{target}-"))
+    corpus.mkdir(parents=True, exist_ok=True)
     for i, seed in enumerate(seeds(target)):
         (corpus / f"seed-{i}").write_bytes(seed)
     limits = [f"-max_total_time={int(seconds) + 60}", f"-max_len={MAX_LEN[target]}", "-print_final_stats=0"]
@@ -163,9 +163,11 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=300, help="time cap per decoder (default 300)")
     parser.add_argument("--crash-dir", type=Path, default=Path(tempfile.gettempdir()) / "apviz-fuzz")
     parser.add_argument("--target", choices=TARGETS, help=argparse.SUPPRESS)  # the child's mode
+    parser.add_argument("--corpus", type=Path, help=argparse.SUPPRESS)  # the child's corpus directory
     args = parser.parse_args()
     if args.target:
-        child(args.target, args.execs, args.seconds, args.crash_dir)
+        corpus = args.corpus or Path(tempfile.mkdtemp(prefix=f"apviz-fuzz-{args.target}-"))
+        child(args.target, args.execs, args.seconds, args.crash_dir, corpus)
         return
     try:
         import atheris  # noqa: F401
@@ -177,7 +179,8 @@ def main() -> None:
     for target in TARGETS:
         cmd = [sys.executable, __file__, "--target", target, "--execs", str(args.execs)]
         cmd += ["--seconds", str(args.seconds), "--crash-dir", str(args.crash_dir)]
-        proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)
+        with tempfile.TemporaryDirectory(prefix=f"apviz-fuzz-{target}-") as corpus:
+            proc = subprocess.run([*cmd, "--corpus", corpus], capture_output=True, text=True, cwd=REPO)
         lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
         if lines:
             results[target] = json.loads(lines[-1])
