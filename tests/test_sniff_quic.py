@@ -7,9 +7,12 @@ The builders here (``aioquic_initials``, ``protect``) seed bench/fuzz_sniff.py a
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import socket
 
 import pytest
+from aioquic.asyncio import connect
 from aioquic.quic.configuration import QuicConfiguration
 from aioquic.quic.connection import QuicConnection
 from aioquic.quic.packet import QuicProtocolVersion
@@ -403,3 +406,32 @@ def test_any_decrypted_payload(payload: bytes, pn: int, pn_len: int) -> None:
     for _, data in initial.crypto:
         with contextlib.suppress(TlsError):
             hello_from_handshake(data)
+
+
+# --------------------------------------------------------------------------------------------------
+# over a real UDP socket
+
+
+@pytest.mark.parametrize("version", [QuicProtocolVersion.VERSION_1, QuicProtocolVersion.VERSION_2])
+def test_initials_read_from_a_real_udp_socket(version: int) -> None:
+    """aioquic's asyncio client sends to a loopback socket; the datagrams it receives decode."""
+
+    async def capture() -> list[bytes]:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        sock.bind(("127.0.0.1", 0))
+        sock.setblocking(False)
+        config = QuicConfiguration(is_client=True, server_name="udp.lab.test", alpn_protocols=["h3"])
+        config.supported_versions = [version]
+        loop = asyncio.get_running_loop()
+        try:
+            async with connect(*sock.getsockname(), configuration=config, wait_connected=False) as client:
+                client.transmit()  # without waiting for the handshake, which nobody answers here
+                return [await asyncio.wait_for(loop.sock_recv(sock, 2048), 5)]
+        finally:
+            sock.close()
+
+    datagrams = asyncio.run(capture())
+    assert all(looks_like_initial(d) for d in datagrams)
+    (packet,) = parse_initials(datagrams[0])
+    assert packet.version == version
+    assert hello_of(datagrams) == ClientHello(server_name="udp.lab.test", ech=False, alpn=("h3",))

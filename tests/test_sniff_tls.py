@@ -7,9 +7,12 @@ bench/fuzz_sniff.py and the samples of bench/decoders.py.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import socket
 import ssl
 import struct
+import threading
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -383,3 +386,42 @@ def test_any_server_name_bytes_give_safe_text(raw: bytes) -> None:
         except TlsError:
             pytest.fail("a non-empty host name must parse")
         assert got.server_name == name
+
+
+# --------------------------------------------------------------------------------------------------
+# over a real TCP connection
+
+
+def test_hello_read_from_a_real_tcp_connection() -> None:
+    """An OpenSSL client connects over loopback; the listener reads the raw segments as they come
+    (in whatever pieces the kernel delivers) until the hello decodes."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(5)
+    port = listener.getsockname()[1]
+
+    def client() -> None:
+        ctx = ssl.create_default_context()
+        ctx.set_alpn_protocols(["h2", "http/1.1"])
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            with contextlib.suppress(OSError), ctx.wrap_socket(sock, server_hostname="tcp.lab.test"):
+                pass  # the handshake fails when the listener closes: only the hello matters
+
+    thread = threading.Thread(target=client)
+    thread.start()
+    try:
+        conn, _ = listener.accept()
+        with conn:
+            conn.settimeout(5)
+            stream = Reassembly()
+            hello = None
+            while hello is None:
+                piece = conn.recv(100)  # small reads: the hello arrives in several pieces
+                assert piece, "the client closed before its hello was complete"
+                stream.add(stream.nbytes, piece)
+                hello = hello_from_records(stream.prefix)
+        assert stream.pieces > 1
+        assert hello == ClientHello(server_name="tcp.lab.test", ech=False, alpn=("h2", "http/1.1"))
+    finally:
+        listener.close()
+        thread.join(timeout=10)

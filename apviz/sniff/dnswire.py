@@ -21,6 +21,7 @@ import dns.opcode
 import dns.rcode
 import dns.rdataclass
 import dns.rdatatype
+import dns.rrset
 
 from apviz.sniff.names import safe_labels
 
@@ -66,13 +67,19 @@ def parse_response(wire: bytes) -> DnsResponse:
     if len(msg.question) != 1:
         raise DnsWireError(f"{len(msg.question)} questions")
     qname = msg.question[0].name
+    # One pass over the answer section (dnspython already merged records into RRsets): the chain
+    # walk is then dict look-ups, not a scan of the section per link.
+    answers: dict[tuple[dns.name.Name, int], dns.rrset.RRset] = {}
+    for rrset in msg.answer:
+        if rrset.rdclass == dns.rdataclass.IN and len(rrset):
+            answers.setdefault((rrset.name, rrset.rdtype), rrset)
     current = qname
     cnames: list[str] = []
     ttls: list[int] = []
     seen = {qname}
     for _ in range(MAX_CHAIN):
-        link = msg.get_rrset(msg.answer, current, dns.rdataclass.IN, dns.rdatatype.CNAME)
-        if link is None or not len(link):
+        link = answers.get((current, dns.rdatatype.CNAME))
+        if link is None:
             break
         target = link[0].target
         if target in seen:
@@ -83,8 +90,8 @@ def parse_response(wire: bytes) -> DnsResponse:
         current = target
     addresses: list[str] = []
     for rdtype in (dns.rdatatype.A, dns.rdatatype.AAAA):
-        rrset = msg.get_rrset(msg.answer, current, dns.rdataclass.IN, rdtype)
-        if rrset is not None and len(rrset):
+        rrset = answers.get((current, rdtype))
+        if rrset is not None:
             ttls.append(rrset.ttl)
             addresses.extend(rdata.address for rdata in rrset)
     return DnsResponse(

@@ -67,7 +67,8 @@ def safe_labels(labels: tuple[bytes, ...]) -> str:
     for label in labels:
         room = MAX_NAME - used
         if len(label) > room:
-            parts.append(_clean(label[:room], _LABEL))
+            if room > 0:
+                parts.append(_clean(label[:room], _LABEL))
             return ".".join(parts) + TRUNCATED
         parts.append(_clean(label, _LABEL))
         used += len(label) + 1

@@ -16,6 +16,9 @@ from dataclasses import dataclass
 from apviz.sniff.names import safe_name, safe_token
 
 MAX_HELLO = 16 * 1024
+# The record layer adds 5 bytes per record: a caller reassembling a TCP stream for
+# hello_from_records needs a little more room than MAX_HELLO (16 KiB in 1-byte records never fits).
+MAX_RECORD_STREAM = MAX_HELLO + 5 * 64
 MAX_RECORD = 2**14 + 2048  # TLSPlaintext is at most 2^14; leave room for sloppy stacks, no more
 MAX_ALPN = 16  # protocol ids kept (the list itself is parsed whole)
 
