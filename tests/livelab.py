@@ -10,13 +10,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import Any
 
 from apviz.app import SourceOptions, build
 from apviz.events import Event
 from apviz.lab.lab import Lab
 from apviz.live.model import Change, FlowRecord
+from apviz.live.names import OWN, NameSource
 from apviz.live.state import StateConfig, networks
 
 
@@ -86,12 +87,19 @@ class LiveLab:
         return None
 
     async def named_flow(
-        self, client: str, sport: int, timeout: float = 5.0, dst: str | None = None
+        self,
+        client: str,
+        sport: int,
+        timeout: float = 5.0,
+        dst: str | None = None,
+        sources: Collection[NameSource] = OWN,
     ) -> FlowRecord:
-        """The flow, once it has a name credited by its own device (or the timeout)."""
+        """The flow, once it has a name of its own device (or the timeout): by default any of
+        ``names.OWN``, its server name, its lookup at dnsmasq or at another resolver, since a phone
+        that speaks TLS is named from its connection when capture is on."""
 
         def ready() -> FlowRecord | None:
             rec = self.flow(client, sport, dst=dst)
-            return rec if rec is not None and rec.name_source == "asked" else None
+            return rec if rec is not None and rec.name_source in sources else None
 
         return await self.wait_for(ready, timeout, f"a named flow from {client}:{sport}")
