@@ -349,3 +349,31 @@ def test_no_interleaving_shows_another_devices_name_while_its_own_is_known_or_me
             if rec.name_source is NameSource.SHARED:
                 assert not own_known(rec)
     assert st.counts["foreign_name_first"] == sum(r.foreign_first for r in st.flows.values())
+
+
+def test_a_late_new_lookup_beats_the_devices_old_one_but_a_later_lookup_renames_nothing():
+    """The device looked up X for the CDN address a while ago; now it asks for Y and connects at once,
+    and the kernel reports the flow before Y's log line is read: the flow shows X for a moment,
+    then Y. A lookup made just before the flow (a page asking for two names of one address) and a
+    lookup after the flow's first ``name_wait`` seconds rename nothing."""
+    st, clock, changes = make()
+    ask(st, PHONE, "graph.facebook.com")
+    clock.t += 30
+    rec = new(st, 1)
+    assert (rec.name, rec.name_source) == ("graph.facebook.com", NameSource.ASKED)
+    clock.t += 0.05
+    ask(st, PHONE, "graph.instagram.com", serial=2)  # read late: asked before the flow
+    assert (rec.name, rec.name_source) == ("graph.instagram.com", NameSource.ASKED)
+    assert st.counts["own_names_late"] == 1 and not rec.foreign_first
+    clock.t += 0.1
+    ask(st, PHONE, "graph.facebook.com", serial=3)  # a fresh binding now names the flow: it stays
+    assert rec.name == "graph.instagram.com"
+    fresh = new(st, 2)  # named from the lookup just read: a lookup right after does not rename it
+    ask(st, PHONE, "www.instagram.com", serial=4)
+    assert fresh.name == "graph.facebook.com"
+    clock.t += 40
+    old = new(st, 3)
+    clock.t += 2  # past name_wait: whatever the device looks up now is not what it connected for
+    ask(st, PHONE, "graph.facebook.com", serial=5)
+    assert old.name == "www.instagram.com" and st.counts["own_names_late"] == 1
+    assert named(changes, rec) == [("graph.instagram.com", NameSource.ASKED)]

@@ -51,6 +51,7 @@ class FlowRecord:
     # the views leave it out, so its own name, merely late, can still come first (``name_wait``).
     waiting_until: float | None = None
     foreign_first: bool = False  # it showed another device's name, then its own arrived
+    name_at: float | None = None  # when the lookup it is named from was read (own lookups only)
     bytes_up: int = 0
     bytes_down: int = 0
     packets_up: int = 0

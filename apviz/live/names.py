@@ -84,6 +84,7 @@ class Binding:
 class Attribution:
     name: str
     source: NameSource
+    at: float | None = None  # when the lookup's answer was read (None: not a lookup)
 
 
 @dataclass(slots=True)
@@ -277,7 +278,7 @@ class NameMemory:
             if table is not None:
                 hit = table.get(address)
                 if hit is not None and now - hit[1] <= self.hold:
-                    return Attribution(hit[0], source)
+                    return Attribution(hit[0], source, hit[1])
         return None
 
     def shared(self, address: str, now: float) -> Attribution | None:

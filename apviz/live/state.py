@@ -108,6 +108,7 @@ class LiveState:
             "name_waits_own": 0,  # ... and got their own in time: no foreign name ever showed
             "names_shared": 0,  # flows shown with another device's name (after the wait)
             "foreign_name_first": 0,  # ... whose own name arrived later: a foreign name showed first
+            "own_names_late": 0,  # young flows renamed from the device's earlier lookup to its late one
         }
         self._ip_to_mac: dict[str, str] = {}  # from leases and DHCP (authoritative)
         self._neigh_mac: dict[str, str] = {}  # from the neighbour table (fallback)
@@ -319,12 +320,12 @@ class LiveState:
                 return
             best = shared
             self.counts["names_shared"] += 1
-        rec.name, rec.name_source = best.name, best.source
+        rec.name, rec.name_source, rec.name_at = best.name, best.source, best.at
 
     def _offer(self, rec: FlowRecord, name: str, source: NameSource) -> None:
         """Give ``rec`` this name if its source beats the one it has (names.RANK)."""
         current = rec.name_source
-        if current is not None and RANK[source] <= RANK[current]:
+        if current is not None and RANK[source] <= RANK[current] and not self._own_late(rec, name, source):
             return  # as good or better already (a second answer does not rename a flow)
         if current is NameSource.SHARED and source in OWN and not rec.foreign_first:
             rec.foreign_first = True  # it showed another device's name before its own
@@ -334,7 +335,26 @@ class LiveState:
             if source in OWN:
                 self.counts["name_waits_own"] += 1
         rec.name, rec.name_source = name, source
+        rec.name_at = self.clock() if source in (NameSource.ASKED, NameSource.RESOLVER) else None
         self._emit(ChangeKind.FLOW_NAMED, flow=rec)
+
+    def _own_late(self, rec: FlowRecord, name: str, source: NameSource) -> bool:
+        """A young flow named from its device's *old* lookup of this address takes the device's new
+        lookup of another name for it, read within ``name_wait`` of the flow: the kernel reports a
+        flow before the log line of the lookup that led to it is read, so the old lookup (the same
+        CDN address under another name, looked up more than ``name_wait`` before) only came first
+        because the new one was late. A lookup made just before the flow (a page asking for two
+        names of one address, then connecting to the first) stays, and older flows keep their name:
+        a later lookup is not what they connected for."""
+        if source is not rec.name_source or source not in (NameSource.ASKED, NameSource.RESOLVER):
+            return False
+        wait = self.config.name_wait
+        if name == rec.name or rec.name_at is None or rec.first_seen - rec.name_at <= wait:
+            return False
+        if self.clock() - rec.first_seen > wait:
+            return False
+        self.counts["own_names_late"] += 1
+        return True
 
     def _apply_answer(self, ans: DnsAnswer) -> None:
         for b in self.names.on_answer(ans):
