@@ -325,8 +325,14 @@ class LiveState:
     def _offer(self, rec: FlowRecord, name: str, source: NameSource) -> None:
         """Give ``rec`` this name if its source beats the one it has (names.RANK)."""
         current = rec.name_source
-        if current is not None and RANK[source] <= RANK[current] and not self._own_late(rec, name, source):
-            return  # as good or better already (a second answer does not rename a flow)
+        # As good or better already: a second answer does not rename a flow, unless it is the late
+        # lookup of a young flow (checked last and cheaply: a busy address offers to all its flows).
+        if (
+            current is not None
+            and RANK[source] <= RANK[current]
+            and (source is not current or name == rec.name or not self._own_late(rec, source))
+        ):
+            return
         if current is NameSource.SHARED and source in OWN and not rec.foreign_first:
             rec.foreign_first = True  # it showed another device's name before its own
             self.counts["foreign_name_first"] += 1
@@ -338,7 +344,7 @@ class LiveState:
         rec.name_at = self.clock() if source in (NameSource.ASKED, NameSource.RESOLVER) else None
         self._emit(ChangeKind.FLOW_NAMED, flow=rec)
 
-    def _own_late(self, rec: FlowRecord, name: str, source: NameSource) -> bool:
+    def _own_late(self, rec: FlowRecord, source: NameSource) -> bool:
         """A young flow named from its device's *old* lookup of this address takes the device's new
         lookup of another name for it, read within ``name_wait`` of the flow: the kernel reports a
         flow before the log line of the lookup that led to it is read, so the old lookup (the same
@@ -346,10 +352,10 @@ class LiveState:
         because the new one was late. A lookup made just before the flow (a page asking for two
         names of one address, then connecting to the first) stays, and older flows keep their name:
         a later lookup is not what they connected for."""
-        if source is not rec.name_source or source not in (NameSource.ASKED, NameSource.RESOLVER):
+        if source not in (NameSource.ASKED, NameSource.RESOLVER):
             return False
         wait = self.config.name_wait
-        if name == rec.name or rec.name_at is None or rec.first_seen - rec.name_at <= wait:
+        if rec.name_at is None or rec.first_seen - rec.name_at <= wait:
             return False
         if self.clock() - rec.first_seen > wait:
             return False
