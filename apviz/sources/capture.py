@@ -12,6 +12,7 @@ they need ``net.netfilter.nf_conntrack_acct=1``, which apviz requires for byte c
 
 * ``apviz-tls``: TCP, original direction, any port, packets 1 to ``tcp_packets`` of a connection
   that are a SYN (for the sequence base) or carry a payload (pure ACKs are left out by length).
+  Each rule also counts what it copied (``nft list table inet apviz_capture``).
   The ClientHello is the client's first data, so a hello split over several segments fits.
 * ``apviz-quic``: UDP, original direction, any port, packets 1 to ``quic_packets`` that are long
   header packets (first bits 11) of at least 1200 bytes: a client's Initial is always padded so.
@@ -42,10 +43,12 @@ PREFIX_QUIC: Final = "apviz-quic"
 PREFIX_DNS: Final = "apviz-dns"
 PREFIX_DOT_REFUSED: Final = "apviz-dot-refused"  # written by the network policy's rules, same group
 
-# A pure ACK is 40 + options (timestamps: 12, SACK blocks: up to 8 + 8n) bytes of headers; above
-# these lengths a TCP packet carries at least a few bytes of payload.
-_PURE_ACK_MAX_V4: Final = 64
-_PURE_ACK_MAX_V6: Final = 84
+# A pure ACK with the timestamp option most clients use is 52 bytes (IPv6: 72). Longer TCP packets
+# carry payload, or SACK blocks (rare this early, and harmless: nothing to decode). Without
+# timestamps (Windows) a pure ACK is 40 bytes, and a data segment under 13 bytes is missed: no TLS
+# client starts a hello with such a segment.
+_PURE_ACK_MAX_V4: Final = 52
+_PURE_ACK_MAX_V6: Final = 72
 _SYN_SNAPLEN: Final = 128  # headers only
 _DATA_SNAPLEN: Final = 16 * 1024 + 128  # a hello over 16 KiB is dropped anyway
 _QUIC_SNAPLEN: Final = 2048  # a whole Initial datagram (MTU-sized)

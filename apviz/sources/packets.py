@@ -215,9 +215,12 @@ class PacketDecoder:
             del streams[key]
             if not stream.done:
                 self.counts["expired"] += 1
-        if self._refused:
-            for rkey in [k for k, t in self._refused.items() if now - t >= self.max_age]:
-                del self._refused[rkey]
+        refused = self._refused  # also in age order: an entry is never renewed
+        while refused:
+            rkey = next(iter(refused))
+            if now - refused[rkey] < self.max_age:
+                break
+            del refused[rkey]
 
     def _stream(self, key: StreamKey, now: float) -> _Stream | None:
         stream = self._streams.get(key)
