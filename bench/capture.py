@@ -270,6 +270,7 @@ def run(args: argparse.Namespace) -> dict[str, object]:
             cpu_extra_pct=round(extra, 2),
             cpu_windows_off=[round(c, 2) for c in windows.cpu[False]],
             cpu_windows_on=[round(c, 2) for c in windows.cpu[True]],
+            cpu_noise_pct=round(max(windows.cpu[False]) - min(windows.cpu[False]), 2),
             capture_alone_cpu_pct=round(alone_extra, 2),
             cpu_extra_all_tls_pct=round(all_tls, 2),
             packets_per_s=round(packets, 1),
@@ -282,7 +283,7 @@ def run(args: argparse.Namespace) -> dict[str, object]:
             **costs,
             target_cpu_extra_pct=TARGET_CPU_EXTRA_PCT,
         )
-        result["pass"] = extra <= TARGET_CPU_EXTRA_PCT and all_tls <= TARGET_CPU_EXTRA_PCT
+        result["pass"] = max(extra, alone_extra, all_tls) <= TARGET_CPU_EXTRA_PCT
         return result
     finally:
         stop.set()
