@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -24,7 +25,16 @@ import pytest
 
 from apviz.events import PrivateDnsRefused, ResolverAnswer, ServerName, ServerNameVia
 from apviz.lab.lab import Lab
-from apviz.sources.capture import TABLE, nft_argv, table_exists
+from apviz.sources.capture import (
+    TABLE,
+    CaptureRules,
+    CaptureTable,
+    conntrack_accounting,
+    nft_argv,
+    table_exists,
+)
+from apviz.sources.nflog import NflogSocket
+from apviz.sources.packets import parse_ip
 from tests.livelab import LiveLab
 
 pytestmark = pytest.mark.lab
@@ -312,3 +322,51 @@ async def refused_private_dns(lab: Lab) -> None:
         assert refused["error"] == "ConnectionRefusedError"
         event = await wait_event(live, PrivateDnsRefused, server="198.18.0.99")
         assert (event.client, event.proto, event.dport) == (lab.phones[0].ip, 6, 853)
+
+
+def test_without_conntrack_accounting_the_table_turns_it_on_until_stop(
+    lab_factory: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The rules count packets with conntrack's accounting. With the sysctl off, loading them turns
+    it on (the kernel does so for ``ct packets`` rules): new connections are read as usual, a
+    connection older than the table is not (no counters: never every packet), and apviz puts the
+    sysctl back at stop."""
+    lab = lab_factory(phones=1)
+    lab.exec_in(lab.gateway_ns, ["sysctl", "-q", "-w", "net.netfilter.nf_conntrack_acct=0"])
+    # A connection opened before the table, whose hello goes out only once the table is there.
+    late = TLS_CLIENT.replace("sport = s.getsockname()[1]", "sport = s.getsockname()[1]; time.sleep(2)")
+    argv = [
+        "ip",
+        "netns",
+        "exec",
+        lab.phones[0].ns,
+        sys.executable,
+        "-c",
+        late,
+        SERVER,
+        "443",
+        "old.example",
+        "1",
+    ]
+    old = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True)
+    time.sleep(0.5)  # connected by now
+    sock = NflogSocket(7400, lab.gateway_ns)
+    table = CaptureTable(lab.gateway_ns, CaptureRules())
+    try:
+        with caplog.at_level(logging.WARNING, logger="apviz.sources.capture"):
+            table.install()
+        assert "nf_conntrack_acct was 0" in caplog.text
+        assert conntrack_accounting(lab.gateway_ns) is True
+        new = run_in_phone(lab, TLS_CLIENT, SERVER, "443", "acct.example.org", "1")
+        out, _ = old.communicate(timeout=10)
+        old_sport = json.loads(out.strip().splitlines()[-1])["sport"]
+        time.sleep(0.3)  # past the kernel's batching timeout
+        sports = {parse_ip(p.payload).sport for p in sock.read()}
+        assert new["sport"] in sports and old_sport not in sports
+    finally:
+        if old.poll() is None:
+            old.kill()  # our own child
+        old.wait()
+        sock.close()
+        table.remove()
+    assert conntrack_accounting(lab.gateway_ns) is False

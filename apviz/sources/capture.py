@@ -19,8 +19,11 @@ they need ``net.netfilter.nf_conntrack_acct=1``, which apviz requires for byte c
 * ``apviz-dns``: UDP or TCP from source port 53 in the reply direction: answers of resolvers other
   than the gateway's dnsmasq (whose answers leave through the output hook and never pass here).
 
-Without conntrack accounting the counters read 0: the ranges start at 1, so nothing is copied
-(names from connections go missing; nothing floods apviz). ``apviz doctor`` reports the sysctl.
+Without conntrack accounting: the kernel turns ``nf_conntrack_acct`` on in the namespace when a
+rule reading ``ct ... packets`` is loaded (measured in tests/test_capture_lab.py), so connections
+made after the table counts from then on. Older connections carry no counters, which read 0, and
+the ranges start at 1: they are never copied (nothing floods apviz). apviz sets the sysctl back to
+0 at stop when it found it so.
 
 Crash safety: :meth:`CaptureTable.install` deletes a table of that name left by a killed run before
 creating it again, in one ``nft -f`` transaction; :meth:`CaptureTable.remove` deletes it at stop.
@@ -166,12 +169,16 @@ class CaptureTable:
         self.netns = netns
         self.rules = rules
         self.installed = False
+        self.acct_was_off = False  # the sysctl was 0 before install: set it back at remove
 
     def install(self) -> None:
-        if conntrack_accounting(self.netns) is False:
+        self.acct_was_off = conntrack_accounting(self.netns) is False
+        if self.acct_was_off:
             log.warning(
-                "capture: net.netfilter.nf_conntrack_acct is 0%s: the capture rules count packets with "
-                "it, so no server names will be read from connections (set it to 1; apviz doctor)",
+                "capture: net.netfilter.nf_conntrack_acct was 0%s; loading the capture rules turns it on "
+                "(the kernel does for rules that count packets) and apviz sets it back at stop. "
+                "Connections opened before carry no counters and are not read. apviz needs it on for "
+                "byte counts anyway: set it to 1 (apviz doctor)",
                 f" in {self.netns}" if self.netns else "",
             )
         run_nft(self.netns, self.rules.ruleset(), f"add the nftables table inet {TABLE}")
@@ -185,6 +192,22 @@ class CaptureTable:
         except CaptureError as exc:
             log.warning("capture: %s", exc)
         self.installed = False
+        if self.acct_was_off:
+            set_conntrack_accounting(self.netns, False)
+            self.acct_was_off = False
+
+
+def set_conntrack_accounting(netns: str | None, on: bool) -> None:
+    """Write ``net.netfilter.nf_conntrack_acct`` of the namespace (failures are logged)."""
+    argv = [*(["ip", "netns", "exec", netns] if netns else []), "sysctl", "-q", "-w"]
+    argv.append(f"net.netfilter.nf_conntrack_acct={int(on)}")
+    try:
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=5, check=False)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        log.warning("capture: cannot restore nf_conntrack_acct: %s", exc)
+        return
+    if proc.returncode:
+        log.warning("capture: cannot restore nf_conntrack_acct: %s", proc.stderr.strip())
 
 
 def logged_packets(netns: str | None) -> int:
