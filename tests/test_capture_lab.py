@@ -23,7 +23,7 @@ from typing import Any
 
 import pytest
 
-from apviz.events import PrivateDnsRefused, ResolverAnswer, ServerName, ServerNameVia
+from apviz.events import PrivateDnsRefused, ResolverAnswer, ServerName, ServerNameVia, SourceError
 from apviz.lab.lab import Lab
 from apviz.sources.capture import (
     TABLE,
@@ -370,3 +370,37 @@ def test_without_conntrack_accounting_the_table_turns_it_on_until_stop(
         sock.close()
         table.remove()
     assert conntrack_accounting(lab.gateway_ns) is False
+
+
+def test_without_nft_the_rest_of_apviz_runs_and_says_why(
+    lab_factory: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    lab = lab_factory(phones=1)
+
+    async def main() -> None:
+        async with LiveLab(lab, capture=True) as live:  # ready although the capture cannot start
+            error = await wait_event(live, SourceError, source="capture")
+            assert "apt install nftables" in error.message
+            sent = await live.call(lab.phone_connect, lab.phones[0], address=SERVER, nbytes=100, hold=3.0)
+            await live.wait_for(lambda: live.flow(sent.src, sent.sport), 5, "the flow from conntrack")
+
+    with monkeypatch.context() as m:
+        m.setenv("PATH", str(tmp_path))  # an empty directory: no nft
+        asyncio.run(main())
+    assert not table_exists(lab.gateway_ns)
+
+
+def test_a_group_taken_by_another_program_is_reported(lab_factory: Any) -> None:
+    lab = lab_factory(phones=1)
+    other = NflogSocket(7400, lab.gateway_ns)  # ulogd, or another apviz, got there first
+
+    async def main() -> None:
+        async with LiveLab(lab, capture=True) as live:
+            error = await wait_event(live, SourceError, source="capture")
+            assert "NFLOG group 7400" in error.message and "already taken" in error.message
+
+    try:
+        asyncio.run(main())
+    finally:
+        other.close()
+    assert not table_exists(lab.gateway_ns)
