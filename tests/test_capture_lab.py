@@ -73,7 +73,7 @@ print(json.dumps({"sport": sport, "len": len(hello)}))
 s.close()
 """
 
-SINK_PORT = 8443
+SINK_PORT = 24443  # a port no lab server uses
 SINK = """
 import socket, sys, threading
 srv = socket.create_server(("0.0.0.0", int(sys.argv[1])), backlog=64)
