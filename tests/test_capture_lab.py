@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -22,9 +23,18 @@ from typing import Any
 
 import pytest
 
-from apviz.events import PrivateDnsRefused, ResolverAnswer, ServerName, ServerNameVia
+from apviz.events import PrivateDnsRefused, ResolverAnswer, ServerName, ServerNameVia, SourceError
 from apviz.lab.lab import Lab
-from apviz.sources.capture import TABLE, nft_argv, table_exists
+from apviz.sources.capture import (
+    TABLE,
+    CaptureRules,
+    CaptureTable,
+    conntrack_accounting,
+    nft_argv,
+    table_exists,
+)
+from apviz.sources.nflog import NflogSocket
+from apviz.sources.packets import parse_ip
 from tests.livelab import LiveLab
 
 pytestmark = pytest.mark.lab
@@ -63,7 +73,7 @@ print(json.dumps({"sport": sport, "len": len(hello)}))
 s.close()
 """
 
-SINK_PORT = 8443
+SINK_PORT = 24443  # a port no lab server uses
 SINK = """
 import socket, sys, threading
 srv = socket.create_server(("0.0.0.0", int(sys.argv[1])), backlog=64)
@@ -312,3 +322,85 @@ async def refused_private_dns(lab: Lab) -> None:
         assert refused["error"] == "ConnectionRefusedError"
         event = await wait_event(live, PrivateDnsRefused, server="198.18.0.99")
         assert (event.client, event.proto, event.dport) == (lab.phones[0].ip, 6, 853)
+
+
+def test_without_conntrack_accounting_the_table_turns_it_on_until_stop(
+    lab_factory: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The rules count packets with conntrack's accounting. With the sysctl off, loading them turns
+    it on (the kernel does so for ``ct packets`` rules): new connections are read as usual, a
+    connection older than the table is not (no counters: never every packet), and apviz puts the
+    sysctl back at stop."""
+    lab = lab_factory(phones=1)
+    lab.exec_in(lab.gateway_ns, ["sysctl", "-q", "-w", "net.netfilter.nf_conntrack_acct=0"])
+    # A connection opened before the table, whose hello goes out only once the table is there.
+    late = TLS_CLIENT.replace("sport = s.getsockname()[1]", "sport = s.getsockname()[1]; time.sleep(2)")
+    argv = [
+        "ip",
+        "netns",
+        "exec",
+        lab.phones[0].ns,
+        sys.executable,
+        "-c",
+        late,
+        SERVER,
+        "443",
+        "old.example",
+        "1",
+    ]
+    old = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True)
+    time.sleep(0.5)  # connected by now
+    sock = NflogSocket(7400, lab.gateway_ns)
+    table = CaptureTable(lab.gateway_ns, CaptureRules())
+    try:
+        with caplog.at_level(logging.WARNING, logger="apviz.sources.capture"):
+            table.install()
+        assert "nf_conntrack_acct was 0" in caplog.text
+        assert conntrack_accounting(lab.gateway_ns) is True
+        new = run_in_phone(lab, TLS_CLIENT, SERVER, "443", "acct.example.org", "1")
+        out, _ = old.communicate(timeout=10)
+        old_sport = json.loads(out.strip().splitlines()[-1])["sport"]
+        time.sleep(0.3)  # past the kernel's batching timeout
+        sports = {parse_ip(p.payload).sport for p in sock.read()}
+        assert new["sport"] in sports and old_sport not in sports
+    finally:
+        if old.poll() is None:
+            old.kill()  # our own child
+        old.wait()
+        sock.close()
+        table.remove()
+    assert conntrack_accounting(lab.gateway_ns) is False
+
+
+def test_without_nft_the_rest_of_apviz_runs_and_says_why(
+    lab_factory: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    lab = lab_factory(phones=1)
+
+    async def main() -> None:
+        async with LiveLab(lab, capture=True) as live:  # ready although the capture cannot start
+            error = await wait_event(live, SourceError, source="capture")
+            assert "apt install nftables" in error.message
+            sent = await live.call(lab.phone_connect, lab.phones[0], address=SERVER, nbytes=100, hold=3.0)
+            await live.wait_for(lambda: live.flow(sent.src, sent.sport), 5, "the flow from conntrack")
+
+    with monkeypatch.context() as m:
+        m.setenv("PATH", str(tmp_path))  # an empty directory: no nft
+        asyncio.run(main())
+    assert not table_exists(lab.gateway_ns)
+
+
+def test_a_group_taken_by_another_program_is_reported(lab_factory: Any) -> None:
+    lab = lab_factory(phones=1)
+    other = NflogSocket(7400, lab.gateway_ns)  # ulogd, or another apviz, got there first
+
+    async def main() -> None:
+        async with LiveLab(lab, capture=True) as live:
+            error = await wait_event(live, SourceError, source="capture")
+            assert "NFLOG group 7400" in error.message and "already taken" in error.message
+
+    try:
+        asyncio.run(main())
+    finally:
+        other.close()
+    assert not table_exists(lab.gateway_ns)

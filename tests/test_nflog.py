@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import errno
+import select
 import struct
+import time
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -11,6 +14,7 @@ from hypothesis import strategies as st
 
 from apviz.lab.lab import Lab
 from apviz.sources import nflog
+from apviz.sources.capture import CaptureRules, CaptureTable
 from apviz.sources.nflog import DecodeCounts, LoggedPacket, NflogError, NflogSocket, decode, packet_message
 
 
@@ -73,3 +77,28 @@ def test_bind_in_a_namespace_and_a_taken_group_is_explained(module_lab: Lab) -> 
         first.close()
     again = NflogSocket(7400, module_lab.gateway_ns)  # closing the socket freed the group
     again.close()
+
+
+@pytest.mark.lab
+def test_a_full_receive_buffer_is_counted_and_reading_goes_on(lab_factory: Any) -> None:
+    """ENOBUFS: the kernel dropped copies because we were slow; counted, and the socket still works."""
+    lab = lab_factory(phones=1)
+    sock = NflogSocket(7400, lab.gateway_ns, rcvbuf=4096, qthreshold=1, timeout_cs=0)
+    table = CaptureTable(lab.gateway_ns, CaptureRules())
+    try:
+        table.install()
+        for _ in range(6):  # several SYN + data copies, none read meanwhile: the tiny buffer overflows
+            lab.phone_connect(lab.phones[0], address="198.18.3.3", nbytes=10, upload=3000, port=443)
+        time.sleep(0.2)
+        first = sock.read()
+        assert sock.enobufs >= 1
+        lab.phone_connect(lab.phones[0], address="198.18.3.3", nbytes=10, upload=200, port=443)
+        deadline = time.monotonic() + 3
+        later: list[LoggedPacket] = []
+        while not later and time.monotonic() < deadline:
+            select.select([sock], [], [], 0.2)
+            later = sock.read()
+        assert later and all(p.prefix == "apviz-tls" for p in first + later)
+    finally:
+        sock.close()
+        table.remove()

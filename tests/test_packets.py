@@ -8,13 +8,21 @@ from __future__ import annotations
 
 import contextlib
 import random
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from apviz.events import PrivateDnsRefused, ServerName, ServerNameVia
-from apviz.sources.capture import PREFIX_DNS, PREFIX_DOT_REFUSED, PREFIX_TLS
+from apviz.sources.capture import (
+    PREFIX_DNS,
+    PREFIX_DOT_REFUSED,
+    PREFIX_TLS,
+    CaptureError,
+    CaptureRules,
+    CaptureTable,
+)
 from apviz.sources.packets import Malformed, PacketDecoder, parse_ip
 from tests.packetkit import ACK, PSH, RST, SYN, client_hello, ip, logged, split, tcp, udp
 
@@ -272,3 +280,26 @@ def test_unknown_prefix_and_wrong_protocol_are_counted_not_decoded() -> None:
     assert dec.counts["other"] == 2
     dec.feed(logged(PREFIX_DNS, b"\x45garbage"))
     assert dec.counts["malformed"] == 1
+
+
+# --------------------------------------------------------------------------------------------------
+# the table's text and nft's absence
+
+
+def test_without_nft_the_error_says_what_to_install(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path))  # an empty directory: no nft, no ip
+    with pytest.raises(CaptureError, match=r"apt install nftables.*capture = false"):
+        CaptureTable("avlb0000-gw", CaptureRules()).install()
+
+
+def test_ruleset_only_logs_and_replaces_a_leftover_first() -> None:
+    text = CaptureRules(group=7401, tcp_packets=6).ruleset()
+    lines = text.splitlines()
+    assert lines[:2] == ["table inet apviz_capture", "delete table inet apviz_capture"]
+    rules = [line.strip() for line in lines if " log " in line]
+    assert len(rules) == 8
+    assert all("group 7401" in r and "ct " in r and " packets 1-" in r for r in rules)
+    verdicts = ("accept", "drop", "reject", "queue", "jump", "goto", "return")
+    assert not any(word in r.split() for r in rules for word in verdicts)
+    assert "policy accept;" in text and "hook forward" in text
+    assert any("ct original packets 1-6" in r for r in rules)

@@ -12,14 +12,18 @@ they need ``net.netfilter.nf_conntrack_acct=1``, which apviz requires for byte c
 
 * ``apviz-tls``: TCP, original direction, any port, packets 1 to ``tcp_packets`` of a connection
   that are a SYN (for the sequence base) or carry a payload (pure ACKs are left out by length).
+  Each rule also counts what it copied (``nft list table inet apviz_capture``).
   The ClientHello is the client's first data, so a hello split over several segments fits.
 * ``apviz-quic``: UDP, original direction, any port, packets 1 to ``quic_packets`` that are long
   header packets (first bits 11) of at least 1200 bytes: a client's Initial is always padded so.
 * ``apviz-dns``: UDP or TCP from source port 53 in the reply direction: answers of resolvers other
   than the gateway's dnsmasq (whose answers leave through the output hook and never pass here).
 
-Without conntrack accounting the counters read 0: the ranges start at 1, so nothing is copied
-(names from connections go missing; nothing floods apviz). ``apviz doctor`` reports the sysctl.
+Without conntrack accounting: the kernel turns ``nf_conntrack_acct`` on in the namespace when a
+rule reading ``ct ... packets`` is loaded (measured in tests/test_capture_lab.py), so connections
+made after the table counts from then on. Older connections carry no counters, which read 0, and
+the ranges start at 1: they are never copied (nothing floods apviz). apviz sets the sysctl back to
+0 at stop when it found it so.
 
 Crash safety: :meth:`CaptureTable.install` deletes a table of that name left by a killed run before
 creating it again, in one ``nft -f`` transaction; :meth:`CaptureTable.remove` deletes it at stop.
@@ -42,10 +46,12 @@ PREFIX_QUIC: Final = "apviz-quic"
 PREFIX_DNS: Final = "apviz-dns"
 PREFIX_DOT_REFUSED: Final = "apviz-dot-refused"  # written by the network policy's rules, same group
 
-# A pure ACK is 40 + options (timestamps: 12, SACK blocks: up to 8 + 8n) bytes of headers; above
-# these lengths a TCP packet carries at least a few bytes of payload.
-_PURE_ACK_MAX_V4: Final = 64
-_PURE_ACK_MAX_V6: Final = 84
+# A pure ACK with the timestamp option most clients use is 52 bytes (IPv6: 72). Longer TCP packets
+# carry payload, or SACK blocks (rare this early, and harmless: nothing to decode). Without
+# timestamps (Windows) a pure ACK is 40 bytes, and a data segment under 13 bytes is missed: no TLS
+# client starts a hello with such a segment.
+_PURE_ACK_MAX_V4: Final = 52
+_PURE_ACK_MAX_V6: Final = 72
 _SYN_SNAPLEN: Final = 128  # headers only
 _DATA_SNAPLEN: Final = 16 * 1024 + 128  # a hello over 16 KiB is dropped anyway
 _QUIC_SNAPLEN: Final = 2048  # a whole Initial datagram (MTU-sized)
@@ -163,12 +169,16 @@ class CaptureTable:
         self.netns = netns
         self.rules = rules
         self.installed = False
+        self.acct_was_off = False  # the sysctl was 0 before install: set it back at remove
 
     def install(self) -> None:
-        if conntrack_accounting(self.netns) is False:
+        self.acct_was_off = conntrack_accounting(self.netns) is False
+        if self.acct_was_off:
             log.warning(
-                "capture: net.netfilter.nf_conntrack_acct is 0%s: the capture rules count packets with "
-                "it, so no server names will be read from connections (set it to 1; apviz doctor)",
+                "capture: net.netfilter.nf_conntrack_acct was 0%s; loading the capture rules turns it on "
+                "(the kernel does for rules that count packets) and apviz sets it back at stop. "
+                "Connections opened before carry no counters and are not read. apviz needs it on for "
+                "byte counts anyway: set it to 1 (apviz doctor)",
                 f" in {self.netns}" if self.netns else "",
             )
         run_nft(self.netns, self.rules.ruleset(), f"add the nftables table inet {TABLE}")
@@ -182,6 +192,22 @@ class CaptureTable:
         except CaptureError as exc:
             log.warning("capture: %s", exc)
         self.installed = False
+        if self.acct_was_off:
+            set_conntrack_accounting(self.netns, False)
+            self.acct_was_off = False
+
+
+def set_conntrack_accounting(netns: str | None, on: bool) -> None:
+    """Write ``net.netfilter.nf_conntrack_acct`` of the namespace (failures are logged)."""
+    argv = [*(["ip", "netns", "exec", netns] if netns else []), "sysctl", "-q", "-w"]
+    argv.append(f"net.netfilter.nf_conntrack_acct={int(on)}")
+    try:
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=5, check=False)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        log.warning("capture: cannot restore nf_conntrack_acct: %s", exc)
+        return
+    if proc.returncode:
+        log.warning("capture: cannot restore nf_conntrack_acct: %s", proc.stderr.strip())
 
 
 def logged_packets(netns: str | None) -> int:

@@ -222,8 +222,8 @@ class NflogSocket:
         *,
         rcvbuf: int = 4 * 1024 * 1024,
         copy_range: int = 0xFFFF,
-        qthreshold: int = 32,
-        timeout_cs: int = 2,
+        qthreshold: int = 64,
+        timeout_cs: int = 10,
         nlbufsiz: int = 64 * 1024,
     ) -> None:
         if not 0 <= group <= 0xFFFF:

@@ -30,7 +30,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Final
 
-from apviz.events import Event, PrivateDnsRefused, ResolverAnswer, ServerName, ServerNameVia
+from apviz.events import Event, PrivateDnsRefused, ResolverAnswer, ServerName, ServerNameVia, SourceError
 from apviz.sniff import dnswire, quic, tls
 from apviz.sniff.reassembly import Reassembly, TooLarge
 from apviz.sources.capture import (
@@ -38,6 +38,7 @@ from apviz.sources.capture import (
     PREFIX_DOT_REFUSED,
     PREFIX_QUIC,
     PREFIX_TLS,
+    CaptureError,
     CaptureRules,
     CaptureTable,
 )
@@ -58,6 +59,7 @@ _TCP_HDR: Final = struct.Struct("!HHIIBB")
 _UDP_HDR: Final = struct.Struct("!HHH")
 _IPV6_EXTENSIONS: Final = frozenset({0, 43, 60})  # hop-by-hop, routing, destination options
 _IPV6_FRAGMENT: Final = 44
+_SOURCE: Final = "capture"
 
 
 # --------------------------------------------------------------------------------------------------
@@ -215,9 +217,12 @@ class PacketDecoder:
             del streams[key]
             if not stream.done:
                 self.counts["expired"] += 1
-        if self._refused:
-            for rkey in [k for k, t in self._refused.items() if now - t >= self.max_age]:
-                del self._refused[rkey]
+        refused = self._refused  # also in age order: an entry is never renewed
+        while refused:
+            rkey = next(iter(refused))
+            if now - refused[rkey] < self.max_age:
+                break
+            del refused[rkey]
 
     def _stream(self, key: StreamKey, now: float) -> _Stream | None:
         stream = self._streams.get(key)
@@ -430,9 +435,10 @@ class PacketDecoder:
 class PacketSource:
     """Async iterator of the events in the packets the capture table copies (see the module doc).
 
-    Start: bind the NFLOG group first (so nothing is copied to no one), then (re)create the table.
-    Stop (cancelled, or a failure): remove the table, close the socket. The decoder is passed in so
-    its counters live across restarts of the source.
+    Start: bind the NFLOG group first (so nothing is copied to no one), then (re)create the table;
+    if either fails (no nft, no permission, the group taken) a :class:`SourceError` says why and
+    the source tries again every ``retry_interval`` seconds. Stop (cancelled, or a failure): remove
+    the table, close the socket. The decoder is passed in so its counters live across restarts.
     """
 
     def __init__(
@@ -443,6 +449,7 @@ class PacketSource:
         rules: CaptureRules | None = None,
         decoder: PacketDecoder | None = None,
         max_pending: int = 4096,
+        retry_interval: float = 60.0,
         open_socket: Callable[[int, str | None], NflogSocket] = NflogSocket,
     ) -> None:
         self.netns = netns
@@ -450,6 +457,7 @@ class PacketSource:
         self.rules = rules or CaptureRules(group=group)
         self.decoder = decoder or PacketDecoder()
         self.max_pending = max_pending
+        self.retry_interval = retry_interval
         self._open_socket = open_socket
         self._pending: collections.deque[Event] = collections.deque()
         self._wake = asyncio.Event()
@@ -466,9 +474,18 @@ class PacketSource:
     async def _run(self) -> AsyncIterator[Event]:
         loop = asyncio.get_running_loop()
         table = CaptureTable(self.netns, self.rules)
-        self._sock = await loop.run_in_executor(None, self._open_socket, self.group, self.netns)
+        while True:
+            try:
+                await self._setup(loop, table)
+                break
+            except (CaptureError, OSError) as exc:  # no nft, no permission, the group taken
+                # Names from connections are a bonus: say why they are missing and try again later,
+                # while the rest of apviz runs (raising would keep the service from ever being ready).
+                self.decoder.counts["setup_failures"] += 1
+                yield SourceError(_SOURCE, f"names from connections are off: {exc}", self.counts())
+                await asyncio.sleep(self.retry_interval)
+        assert self._sock is not None
         try:
-            await loop.run_in_executor(None, table.install)
             loop.add_reader(self._sock.fileno(), self._on_readable)
             log.info("capture: nftables table installed, reading NFLOG group %d", self.group)
             while True:
@@ -493,6 +510,18 @@ class PacketSource:
                 self._sock = None
             if table.installed:
                 table.remove()  # blocking for a few ms: it must happen even when we are cancelled
+
+    async def _setup(self, loop: asyncio.AbstractEventLoop, table: CaptureTable) -> None:
+        """Bind the group first (so nothing is copied to no one), then (re)create the table."""
+        sock = await loop.run_in_executor(None, self._open_socket, self.group, self.netns)
+        try:
+            await loop.run_in_executor(None, table.install)
+        except BaseException:
+            sock.close()
+            if table.installed:  # cancelled just after the table was made
+                table.remove()
+            raise
+        self._sock = sock
 
     def _on_readable(self) -> None:
         sock = self._sock
