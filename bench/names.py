@@ -157,6 +157,7 @@ class Scored:
     foreign_first: bool = False
     latency_ms: float | None = None
     ndpi_right: bool | None = None
+    ndpi_name: str | None = None  # what ndpiReader called the flow: "protocol / Hostname/SNI"
 
 
 class Recorder:
@@ -478,6 +479,7 @@ def judge_ndpi(
             s.ndpi_right = False
             continue
         seen += 1
+        s.ndpi_name = f"{hit[0]} / {hit[1]}"
         name = clean_name(hit[1])
         if s.kind == "named":
             s.ndpi_right = name == s.expected
@@ -658,9 +660,7 @@ async def one_run(policy: bool, args: argparse.Namespace, pcap: Path | None) -> 
                 say(f"  nDPI reads {pcap.stat().st_size // 1024} KiB of capture")
                 run.ndpi_seen = judge_ndpi(scored, await asyncio.to_thread(ndpi_flows, pcap), service)
             if args.cpu == "here" and not policy:
-                say(
-                    f"  cpu: {args.cpu_window:.0f} s windows, off-on-on-off twice, at {args.rate:.0f} connections/s"
-                )
+                say(f"  cpu: {args.cpu_window:.0f} s windows (off-on-on-off twice), {args.rate:.0f} new/s")
                 run.cpu = await measure_cpu(lab, service, args.rate, args.cpu_window)
         return run
     finally:
@@ -691,6 +691,11 @@ def summarise(on: Run, off: Run) -> dict[str, Any]:
         "ndpi_named_share": share(off.scored, lambda s: bool(s.ndpi_right)),
         "apviz_named_share": share(off.scored, lambda s: s.right),
         "ndpi_flows_matched": off.ndpi_seen,
+        "ndpi_misses": [
+            {"persona": s.persona, "expected": s.expected, "security": s.security, "ndpi": s.ndpi_name}
+            for s in off.scored
+            if not s.ndpi_right
+        ][:10],
         "strict_dns_refused_shown_policy_on": on.refused,
         "per_persona_policy_on": per_persona(on.scored, on.attempts),
         "per_persona_policy_off": per_persona(off.scored, off.attempts),
