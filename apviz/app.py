@@ -43,6 +43,10 @@ class SourceOptions:
     neighbours: bool = True
     conntrack_refresh: float = 10.0
     conntrack_rcvbuf: int = 64 * 1024 * 1024
+    # Names from connections' first packets (apviz.sources.packets): off unless asked for, since it
+    # adds an nftables table to the namespace; `apviz serve` and the lab take [names] capture.
+    capture: bool = False
+    nflog_group: int = 7400
     extra: list[NamedSource] = field(default_factory=list)
     counters: list[Callable[[], dict[str, int]]] = field(default_factory=list)  # parse-error figures
 
@@ -86,8 +90,27 @@ def build_sources(opts: SourceOptions) -> list[NamedSource]:
     if opts.neighbours:
         netns = opts.netns
         sources.append(NamedSource("neighbours", lambda: NeighbourSource(netns)))
+    if opts.capture:
+        sources.append(capture_source(opts))
     sources.extend(opts.extra)
     return sources
+
+
+def capture_source(opts: SourceOptions) -> NamedSource:
+    """The packet source; one decoder for all its restarts, so its counters keep counting."""
+    from apviz.sources.packets import PacketDecoder, PacketSource
+
+    decoder = PacketDecoder()
+    netns, group = opts.netns, opts.nflog_group
+
+    def counts() -> dict[str, int]:
+        figures = {f"capture_{k}": v for k, v in decoder.counts.items()}
+        bad = ("malformed", "malformed_hello", "malformed_quic", "malformed_dns")
+        figures["parse_errors"] = sum(decoder.counts[k] for k in bad)  # in apviz_parse_errors
+        return figures
+
+    opts.counters.append(counts)
+    return NamedSource("capture", lambda: PacketSource(netns, group, decoder=decoder))
 
 
 def build(opts: SourceOptions, config: StateConfig | None = None) -> tuple[LiveState, Pipeline]:
@@ -197,6 +220,8 @@ def source_options(cfg: Config) -> SourceOptions:
         neighbours=s.neighbours,
         conntrack_refresh=s.conntrack_refresh,
         conntrack_rcvbuf=s.conntrack_rcvbuf,
+        capture=cfg.names.capture,
+        nflog_group=cfg.names.nflog_group,
     )
 
 

@@ -56,6 +56,13 @@ def _add_source_arguments(p: argparse.ArgumentParser) -> None:
         help=f"dnsmasq leases file (default: {DEFAULT_LEASES})",
     )
     g.add_argument(
+        "--capture",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="read server names from connections' first packets (adds the nftables table inet "
+        "apviz_capture while running; default from config: on)",
+    )
+    g.add_argument(
         "--lan",
         action="append",
         metavar="CIDR",
@@ -118,6 +125,8 @@ def _config_from_args(args: argparse.Namespace) -> Config:
         src.journal_since = args.journal_since
     if args.leases is not None:
         src.leases = str(args.leases)
+    if getattr(args, "capture", None) is not None:
+        cfg.names.capture = args.capture
     if args.lan:
         st.lan = list(args.lan)
     if args.local_address:
