@@ -478,7 +478,7 @@ def check_data(cfg: Config, now: float) -> list[Check]:
     level = quiet.level
     quiet.setLevel(logging.ERROR)  # build_enricher warns about missing data; we report it below
     try:
-        enricher = build_enricher(cfg.enrich, tuple(cfg.state.local_addresses))
+        enricher = build_enricher(cfg.enrich, tuple(cfg.state.local_addresses), cfg.data.dir)
     finally:
         quiet.setLevel(level)
     status = enricher.status()
