@@ -101,6 +101,8 @@ def fetch(
             _write(response, dest_dir, fetched, max_bytes, deadline, total, progress)
     except httpx.TimeoutException as exc:
         raise FetchError(f"no progress for {http.timeout.read:.0f} s ({type(exc).__name__})") from None
+    except httpx.RemoteProtocolError as exc:  # mostly: the body ended before its Content-Length
+        raise FetchError(f"the download broke off (truncated): {exc}") from None
     except httpx.TooManyRedirects:
         raise FetchError(f"more than {MAX_REDIRECTS} redirects (a redirect loop?)") from None
     except httpx.HTTPError as exc:

@@ -335,7 +335,12 @@ class TrackerClassifier:
             if ident == self._seen[index]:
                 continue
             self._seen[index] = ident
-            new_stats, domains = self._load(spec)
+            if spec.path.exists() or spec.fallback is None:
+                # A replacement that gives nothing is a broken update: keep what we have, even when
+                # the fallback (the installed copy) would give something, but older.
+                new_stats, domains = self._parse(spec, spec.path)
+            else:
+                new_stats, domains = self._parse(spec, spec.fallback)
             if not domains and self._sets[index]:
                 self.reload_failures += 1
                 log.warning(
