@@ -527,8 +527,9 @@ def check_data(cfg: Config, now: float) -> list[Check]:
                     f"data-{lookup}",
                     "warn",
                     f"{label}: data is {age:.0f} days old",
-                    "update the pinned data (data/package.json, Debian's webext-ublock-origin-firefox) and "
-                    "run scripts/install-data.sh",
+                    "with internet: sudo systemctl start apviz-data-update (docs/data.md); offline: "
+                    "update the pinned data (data/package.json, webext-ublock-origin-firefox), "
+                    "then run scripts/install-data.sh",
                 )
             )
         else:
@@ -667,6 +668,9 @@ def run_checks(cfg: Config, now: float | None = None) -> list[Check]:
 
     checks += policy_checks(cfg)
     checks += check_data(cfg, now)
+    from apviz.doctor_data import update_checks
+
+    checks += update_checks(cfg, now)
     checks += check_listen(cfg)
     checks.append(check_hostapd())
     return checks

@@ -14,7 +14,7 @@ import threading
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-LAST_MODIFIED = "Tue, 01 Dec 2026 06:00:00 GMT"
+LAST_MODIFIED = "Tue, 01 Dec 2020 06:00:00 GMT"
 
 
 @dataclass

@@ -122,7 +122,7 @@ def test_fresh_download_then_one_round_trip_each_when_nothing_changed(upstream, 
         assert (data / file).read_bytes() == upstream.routes[route].body
     assert oct((data / "easylist.txt").stat().st_mode & 0o777) == "0o644"
     # The file carries the upstream's date, so `apviz doctor` reports the data's age, not the download's.
-    assert (data / "easylist.txt").stat().st_mtime == 1796104800  # LAST_MODIFIED
+    assert (data / "easylist.txt").stat().st_mtime == 1606802400  # LAST_MODIFIED
     state = json.loads((data / "update-state.json").read_text())["sources"]
     assert state["easylist"]["etag"] == upstream.routes["/easylist.txt"].etag
     assert state["easylist"]["last_modified"] == LAST_MODIFIED and state["easylist"]["result"] == "updated"
@@ -329,3 +329,38 @@ def test_config_refuses_a_url_that_is_not_http(tmp_path):
 
     with pytest.raises(ConfigError, match=r"data\.psl_url must start with https://"):
         from_dict({"data": {"psl_url": "file:///etc/passwd"}})
+
+
+def test_doctor_reports_each_files_age_and_the_last_result(upstream, tmp_path):
+    from apviz.config import Config
+    from apviz.doctor_data import update_checks
+
+    full = Config()
+    full.data = config(upstream, tmp_path / "data")
+    [never] = update_checks(full)
+    assert never.status == "skip" and "has not run here" in never.message and "apviz-data-update" in never.fix
+    update(full.data)
+    upstream.routes["/psl.dat"] = Reply(behaviour="status", status=500)
+    update(full.data, "psl")
+    now = time.time()
+    checks = {c.name: c for c in update_checks(full, now)}
+    assert set(checks) == {f"update-{name}" for name in SOURCES}
+    easylist = checks["update-easylist"]
+    days = (now - 1606802400) / 86400  # the file carries the upstream's Last-Modified
+    assert (
+        easylist.status == "ok"
+        and easylist.message == f"EasyList: updated today; the file in use is {days:.0f} days old"
+    )
+    assert (
+        checks["update-city-ipv4"].status == "ok"
+        and "the file in use is 0 days old" in checks["update-city-ipv4"].message
+    )
+    psl_check = checks["update-psl"]
+    assert psl_check.status == "warn" and "the last update failed today: HTTP 500" in psl_check.message
+    assert "apviz data update --source psl" in psl_check.fix
+    later = {c.name: c for c in update_checks(full, now + 30 * 86400)}
+    assert (
+        later["update-easylist"].status == "warn"
+        and "last checked 30 days ago" in later["update-easylist"].message
+    )
+    assert "enable --now apviz-data-update.timer" in later["update-easylist"].fix
