@@ -144,3 +144,22 @@ async def _scenario(enricher: Enricher, cfg, reloads, upstream: Upstream, build:
 async def _drain(source) -> None:
     async for _ in source:
         pass
+
+
+def test_the_credit_names_the_source_of_the_file_in_use(tmp_path):
+    """Credits follow the file in use: the DB-IP line while a DB-IP file answers, MaxMind's once a
+    GeoLite2/GeoIP2 file is renamed over it (an operator pointing [data] at another provider)."""
+    import shutil
+
+    from apviz.enrich.enricher import CREDIT_MAXMIND, EnrichConfig
+    from tests.enrich_data import CITY_TEST
+
+    data = tmp_path / "data"
+    data.mkdir()
+    city_db(data / "dbip-city-ipv4.mmdb")
+    enricher = Enricher(EnrichConfig().with_updates(data))
+    assert enricher.credits() == [CREDIT_DBIP]
+    shutil.copyfile(CITY_TEST, data / "new.mmdb")
+    os.replace(data / "new.mmdb", data / "dbip-city-ipv4.mmdb")
+    assert enricher.geo.reload_if_changed(force=True)
+    assert enricher.credits() == [CREDIT_MAXMIND]

@@ -293,7 +293,7 @@ class Enricher:
 
 
 CREDIT_DBIP = "IP geolocation by DB-IP.com, CC BY 4.0"
-CREDIT_MAXMIND = "IP geolocation by MaxMind GeoLite2 (maxmind.com), CC BY-SA 4.0"
+CREDIT_MAXMIND = "This product includes GeoLite2 data created by MaxMind, available from maxmind.com"
 CREDIT_ASN = "Network data: RouteViews, NRO and DB-IP, CC BY 4.0"
 CREDIT_EASYLIST = "Ad and tracker lists: EasyList and EasyPrivacy (easylist.to)"
 
@@ -306,16 +306,16 @@ def credits_for(geo: Sequence[str], asn: Sequence[str], lists: Sequence[str]) ->
         if line not in out:
             out.append(line)
 
-    for label in geo:
+    for label in geo:  # "file name (database type)": the type names MaxMind's files, the name DB-IP's
         low = label.lower()
-        if "dbip" in low or "db-ip" in low:
-            add(CREDIT_DBIP)
-        elif "geolite" in low or "geoip2" in low:
+        if "geolite" in low or "geoip2" in low:
             add(CREDIT_MAXMIND)
+        elif "dbip" in low or "db-ip" in low:
+            add(CREDIT_DBIP)
     for label in asn:
         low = label.lower()
         if "geolite" in low:
-            add("Network data: MaxMind GeoLite2 ASN (maxmind.com), CC BY-SA 4.0")
+            add("Network data: GeoLite2 ASN, created by MaxMind, available from maxmind.com")
         elif low.startswith(("asn", "dbip")):
             add(CREDIT_ASN)
     if any(Path(p).name in ("easylist.txt", "easyprivacy.txt") for p in lists):
