@@ -20,7 +20,8 @@ LAST_MODIFIED = "Tue, 01 Dec 2020 06:00:00 GMT"
 @dataclass
 class Reply:
     """What a path serves. ``behaviour``: "file", "truncate" (Content-Length says more than is sent),
-    "hang" (never answers), "redirect" (to ``location``), "status" (``status`` with an empty body)."""
+    "hang" (never answers), "trickle" (a byte every 0.1 s), "redirect" (to ``location``), "status"
+    (``status`` with an empty body)."""
 
     body: bytes = b""
     behaviour: str = "file"
@@ -86,6 +87,13 @@ class Upstream:
                         return
                     self.send_header("Content-Length", str(len(body)))
                     self.end_headers()
+                    if reply.behaviour == "trickle":
+                        for i in range(len(body)):
+                            if upstream.release.wait(0.1):
+                                return
+                            self.wfile.write(body[i : i + 1])
+                            self.wfile.flush()
+                        return
                     self.wfile.write(body)
 
             def _empty(self, status: int) -> None:

@@ -364,3 +364,29 @@ def test_doctor_reports_each_files_age_and_the_last_result(upstream, tmp_path):
         and "last checked 30 days ago" in later["update-easylist"].message
     )
     assert "enable --now apviz-data-update.timer" in later["update-easylist"].fix
+
+
+def test_long_downloads_report_progress_on_stderr(upstream, tmp_path, monkeypatch):
+    from apviz.dataupdate import update as update_mod
+
+    monkeypatch.setattr(update_mod, "PROGRESS_EVERY", 0.0)  # every chunk counts as "a while"
+    upstream.routes["/easylist.txt"] = Reply(blocklist(40000))  # about 1 MB: several chunks
+    out, err = io.StringIO(), io.StringIO()
+    [outcome] = run_update(config(upstream, tmp_path / "data"), ["easylist"], out=out, err=err)
+    assert outcome.result == "updated" and out.getvalue().startswith("easylist: updated (")
+    lines = err.getvalue().splitlines()
+    assert lines and all(line.startswith("easylist: ") and "MB (" in line for line in lines), lines
+    assert lines[-1].split(" of ")[1].split(" (")[1].startswith("100%")
+
+
+def test_a_server_that_trickles_is_given_up_at_the_deadline(upstream, tmp_path, monkeypatch):
+    """A byte every 0.1 s never trips the no-progress timeout; the whole-download deadline ends it."""
+    from apviz.dataupdate import update as update_mod
+
+    monkeypatch.setattr(update_mod, "DOWNLOAD_DEADLINE", 1.0)
+    t0 = time.monotonic()
+    _result, why, old, now = good_then(
+        upstream, tmp_path, "/psl.dat", "psl", Reply(psl("x.example"), behaviour="trickle")
+    )
+    assert now == old and "over its deadline" in why, why
+    assert time.monotonic() - t0 < 10

@@ -29,7 +29,6 @@ import httpx
 GZIP_MAGIC = b"\x1f\x8b"
 #: Redirects followed before giving up (jsDelivr and unpkg redirect once, to a versioned URL).
 MAX_REDIRECTS = 5
-CHUNK = 256 * 1024
 #: Decompressed bytes produced per step, so one small compressed chunk cannot balloon in memory.
 INFLATE_STEP = 4 * 1024 * 1024
 
@@ -135,7 +134,8 @@ def _write(
         with os.fdopen(fd, "wb") as out:
             inflate: zlib._Decompress | None = None
             first = True
-            for chunk in response.iter_bytes(CHUNK):
+            # As the data arrives (no re-chunking): the deadline is looked at after every read.
+            for chunk in response.iter_bytes():
                 if time.monotonic() > deadline:
                     raise FetchError("the download took too long (over its deadline); given up")
                 fetched.received += len(chunk)
