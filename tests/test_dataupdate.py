@@ -7,6 +7,12 @@ from __future__ import annotations
 import gzip
 import io
 import json
+import os
+import pwd
+import shutil
+import subprocess
+import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -390,3 +396,31 @@ def test_a_server_that_trickles_is_given_up_at_the_deadline(upstream, tmp_path, 
     )
     assert now == old and "over its deadline" in why, why
     assert time.monotonic() - t0 < 10
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or shutil.which("setpriv") is None, reason="needs root and setpriv")
+def test_runs_as_the_unit_runs_it_unprivileged_without_capabilities_and_mdwe(upstream):
+    """What apviz-data-update.service does: a user with no capability, MemoryDenyWriteExecute's
+    effect (PR_SET_MDWE), the data directory its own; the update works and the files are its."""
+    from tests.test_systemd_lab import MDWE_MAIN, USER, setpriv
+
+    work = Path(tempfile.mkdtemp(prefix="apviz-dataupdate-"))  # not tmp_path: root-only
+    try:
+        work.chmod(0o755)
+        user = pwd.getpwnam(USER)
+        data = work / "data"
+        data.mkdir()
+        os.chown(data, user.pw_uid, user.pw_gid)  # what StateDirectory= does
+        conf = work / "apviz.toml"
+        cfg = config(upstream, data)
+        keys = "\n".join(f'{k} = "{getattr(cfg, k)}"' for k in ("dir", *[v[0] for v in SOURCES.values()]))
+        conf.write_text(f"[data]\n{keys}\n")
+        conf.chmod(0o644)
+        argv = [*setpriv(False), sys.executable, "-c", MDWE_MAIN, "data", "update", "--config", str(conf)]
+        result = subprocess.run(argv, capture_output=True, text=True, timeout=120, cwd=work)
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert result.stdout.count(": updated (") == len(SOURCES), result.stdout
+        owners = {p.name: p.stat().st_uid for p in data.iterdir()}
+        assert set(owners.values()) == {user.pw_uid} and "update-state.json" in owners
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
