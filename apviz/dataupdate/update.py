@@ -54,8 +54,8 @@ class Outcome:
 
     @property
     def line(self) -> str:
-        return f"{self.name}: {self.result}" + (f": {self.message}" if self.result == "failed" else
-                                                f" ({self.message})")  # fmt: skip
+        detail = f": {self.message}" if self.result == "failed" else f" ({self.message})"
+        return f"{self.name}: {self.result}{detail}"
 
 
 @contextlib.contextmanager
