@@ -424,3 +424,12 @@ def test_runs_as_the_unit_runs_it_unprivileged_without_capabilities_and_mdwe(ups
         assert set(owners.values()) == {user.pw_uid} and "update-state.json" in owners
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def test_temporary_files_of_a_killed_run_are_removed_by_the_next(upstream, tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / ".download-abc123.part").write_bytes(b"half a file")
+    (data / ".state-xyz.part").write_text("{")
+    results, _ = update(config(upstream, data), "psl")
+    assert results["psl"][0] == "updated" and not leftovers(data)

@@ -96,6 +96,7 @@ def run_update(
             print(outcome.line, file=out, flush=True)
     data_dir.mkdir(parents=True, exist_ok=True)
     with _locked(data_dir):
+        _remove_leftovers(data_dir)
         records = state_mod.load(data_dir)
         with client(cfg.timeout) as http:
             for source in sources:
@@ -161,6 +162,14 @@ def _update_one(
     return _done(
         record, Outcome(source.name, "updated", f"{size} in {seconds:.1f} s{gz}; {summary}", seconds)
     )
+
+
+def _remove_leftovers(data_dir: Path) -> None:
+    """Temporary files of a run that was killed (power cut, SIGKILL): under the lock, none is in use."""
+    for pattern in (".download-*.part", ".state-*.part"):
+        for path in data_dir.glob(pattern):
+            with contextlib.suppress(OSError):
+                path.unlink()
 
 
 def _done(record: dict[str, object], outcome: Outcome) -> Outcome:
