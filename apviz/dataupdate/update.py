@@ -27,7 +27,7 @@ import httpx
 
 from apviz.config import DataConfig
 from apviz.dataupdate import state as state_mod
-from apviz.dataupdate.checks import CheckError, check
+from apviz.dataupdate.checks import CheckError, check, check_not_older
 from apviz.dataupdate.fetch import Fetched, FetchError, Progress, client, fetch
 from apviz.dataupdate.sources import SOURCES, Source, configured_sources
 
@@ -138,6 +138,8 @@ def _update_one(
             message = f"not modified since {record.get('last_modified') or 'the last download'}"
             return _done(record, Outcome(source.name, "unchanged", message, time.monotonic() - t0))
         summary = check(source, fetched.path)
+        if not force:
+            check_not_older(source, fetched.path, target)
         os.chmod(fetched.path, 0o644)
         stamp = _http_time(fetched.last_modified)
         if stamp is not None:  # the file's age is the upstream's, so doctor reports the data's age
