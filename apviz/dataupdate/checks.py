@@ -60,6 +60,10 @@ def check_mmdb(path: Path, kind: str, *, v6_probe: bool = False) -> str:
         asn = record.get("autonomous_system_number")
         if not isinstance(asn, int) or isinstance(asn, bool) or asn <= 0:
             raise CheckError(f"the record for {probe} has no AS number: not an ASN database")
+        # apviz shows the organisation: a database of bare numbers would hide the CSV's names.
+        org = record.get("autonomous_system_organization")
+        if not isinstance(org, str) or not org.strip():
+            raise CheckError(f"the record for {probe} names no organisation (AS{asn} only)")
     return f"{meta.database_type}, IPv{meta.ip_version}, built {_day(int(meta.build_epoch))}"
 
 

@@ -27,7 +27,7 @@ from typing import BinaryIO
 import httpx
 
 GZIP_MAGIC = b"\x1f\x8b"
-#: Redirects followed before giving up (jsDelivr and unpkg redirect once, to a versioned URL).
+#: Redirects followed before giving up (GitHub release downloads redirect once, to their storage).
 MAX_REDIRECTS = 5
 #: Decompressed bytes produced per step, so one small compressed chunk cannot balloon in memory.
 INFLATE_STEP = 4 * 1024 * 1024

