@@ -269,6 +269,11 @@ def test_a_redirect_to_the_file_is_followed(upstream, tmp_path):
     cfg = config(upstream, tmp_path / "data", easylist_url=upstream.url("/latest/easylist.txt"))
     results, _ = update(cfg, "easylist")
     assert results["easylist"][0] == "updated"
+    # As with GitHub's release downloads: the validators travel through the redirect, so an unchanged
+    # file is still one (redirected) round trip.
+    results, _ = update(cfg, "easylist")
+    assert results["easylist"][0] == "unchanged"
+    assert upstream.requests("/easylist.txt")[-1]["if-none-match"] == upstream.routes["/easylist.txt"].etag
 
 
 def test_http_errors_and_oversized_files_keep_the_old_file(upstream, tmp_path):
