@@ -510,16 +510,16 @@ def check_data(cfg: Config, now: float) -> list[Check]:
             ages = [a for a in (_mmdb_age(p, now) for p in config.geo_paths if p.exists()) if a is not None]
             age = min(ages) if ages else None
         elif lookup == "asn":
-            if config.asn_mmdb:
-                ages = [
-                    a for a in (_mmdb_age(p, now) for p in config.asn_mmdb if p.exists()) if a is not None
-                ]
-            else:
+            # An mmdb in use (configured, or `apviz data update`'s) answers first; else the CSV's age.
+            ages = [a for a in (_mmdb_age(p, now) for p in config.asn_mmdb if p.exists()) if a is not None]
+            if not ages:
                 ages = [a for a in (_npm_package_age(p, now) for p in config.asn_csv) if a is not None]
             age = min(ages) if ages else None
         elif lookup == "trackers":
             limit = BLOCKLIST_MAX_AGE_DAYS
-            mtimes = [s.path.stat().st_mtime for s in config.blocklists if s.path.exists()]
+            # The files the lists were read from (an updated copy, or the installed one it falls back to).
+            used = [Path(stats.path) for stats in enricher.trackers.stats if stats.domains]
+            mtimes = [path.stat().st_mtime for path in used if path.exists()]
             age = _age_days(max(mtimes), now) if mtimes else None
         if age is not None and age > limit:
             out.append(

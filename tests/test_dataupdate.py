@@ -465,3 +465,20 @@ def test_an_asn_database_without_organisation_names_is_refused(upstream, tmp_pat
     bad = Reply((tmp_path / "numbers.mmdb").read_bytes())
     _result, why, old, now = good_then(upstream, tmp_path, "/asn.mmdb", "asn", bad)
     assert now == old and "names no organisation (AS15169 only)" in why, why
+
+
+def test_doctor_data_ages_are_those_of_the_updated_files_in_use(upstream, tmp_path):
+    from apviz.config import Config
+    from apviz.doctor import check_data
+
+    full = Config()
+    full.enrich.data_dir = str(tmp_path / "pinned")  # nothing installed there
+    full.data = config(upstream, tmp_path / "data")
+    update(full.data)
+    now = time.time()
+    checks = {c.name: c for c in check_data(full, now)}
+    assert checks["data-geo"].message.endswith("(0 days old)"), checks["data-geo"]  # built by the fixture now
+    assert checks["data-asn"].message.endswith("(0 days old)"), checks["data-asn"]
+    days = (now - 1606802400) / 86400  # the lists carry the upstream's Last-Modified (2020)
+    assert checks["data-trackers"].status == "warn"
+    assert checks["data-trackers"].message.endswith(f"data is {days:.0f} days old")
