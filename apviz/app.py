@@ -179,8 +179,14 @@ def default_data_dir() -> Path:
     return Path(__file__).resolve().parents[1] / "data"
 
 
-def build_enricher(section: EnrichSection, gateway: tuple[str, ...] = ()) -> Enricher:
-    """Turn the ``[enrich]`` section into an :class:`Enricher`; empty keys take the installed data."""
+def build_enricher(
+    section: EnrichSection, gateway: tuple[str, ...] = (), updated_dir: str | Path | None = None
+) -> Enricher:
+    """Turn the ``[enrich]`` section into an :class:`Enricher`; empty keys take the installed data.
+
+    ``updated_dir`` is ``[data] dir``: the files ``apviz data update`` keeps fresh there are asked
+    before the installed ones they replace (keys the operator set in ``[enrich]`` stay as set).
+    """
     from apviz.enrich.trackers import BlocklistSpec
 
     data_dir = Path(section.data_dir) if section.data_dir else default_data_dir()
@@ -202,7 +208,11 @@ def build_enricher(section: EnrichSection, gateway: tuple[str, ...] = ()) -> Enr
         overrides["companies_path"] = Path(section.companies)
     if section.trackerdb:
         overrides["trackerdb_path"] = Path(section.trackerdb)
-    enricher = Enricher(EnrichConfig.installed(data_dir, **overrides))
+    config = EnrichConfig.installed(data_dir, **overrides)
+    if updated_dir:
+        keep = {"geo_paths": section.geo_db, "asn_mmdb": section.asn_db, "blocklists": section.blocklists}
+        config = config.with_updates(updated_dir, keep=frozenset(k for k, v in keep.items() if v))
+    enricher = Enricher(config)
     for lookup, ok in enricher.status().items():
         if not ok and lookup != "trackerdb":
             log.warning("enrichment: no data for %s; that part of the view is degraded", lookup)
@@ -271,7 +281,7 @@ def build_service(cfg: Config, enricher: Enricher | None = None) -> Service:
 
     state = LiveState(state_config(cfg))
     if enricher is None:
-        enricher = build_enricher(cfg.enrich, tuple(cfg.state.local_addresses))
+        enricher = build_enricher(cfg.enrich, tuple(cfg.state.local_addresses), cfg.data.dir)
     v = cfg.view
     builder = ViewBuilder(
         ViewOptions(
@@ -288,7 +298,7 @@ def build_service(cfg: Config, enricher: Enricher | None = None) -> Service:
     hub = Hub(queue_size=cfg.server.client_queue, max_per_address=cfg.server.max_streams_per_address)
     opts = source_options(cfg)
     sources = build_sources(opts)
-    databases = {"geo": enricher.geo, "asn": enricher.asn}
+    databases = {"geo": enricher.geo, "asn": enricher.asn, "lists": enricher.lists}
     for name, db in databases.items():
         if db.watched:  # a database replaced on disk is taken into use while running
             sources.append(NamedSource(f"{name}-reload", db.watch))

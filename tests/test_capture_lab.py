@@ -282,7 +282,7 @@ def test_a_killed_runs_table_is_replaced_at_start_and_forwarding_never_needs_apv
     assert table_exists(lab.gateway_ns), "a killed run leaves its table behind (what the next start cleans)"
 
     # Nobody listens on the group now: the logged packets must still be forwarded, at full speed.
-    result = lab.phone_connect(lab.phones[0], address=SERVER, nbytes=20000, port=443)
+    result = lab.phone_connect(lab.phones[0], address=SERVER, nbytes=20000, port=80)
     assert result.received == 20000
 
     # A marker rule shows whether the next start really replaced the table rather than kept it.
@@ -381,8 +381,12 @@ def test_without_nft_the_rest_of_apviz_runs_and_says_why(
         async with LiveLab(lab, capture=True) as live:  # ready although the capture cannot start
             error = await wait_event(live, SourceError, source="capture")
             assert "apt install nftables" in error.message
-            sent = await live.call(lab.phone_connect, lab.phones[0], address=SERVER, nbytes=100, hold=3.0)
-            await live.wait_for(lambda: live.flow(sent.src, sent.sport), 5, "the flow from conntrack")
+            sent = await live.call(
+                lab.phone_connect, lab.phones[0], address=SERVER, nbytes=100, hold=3.0, port=80
+            )
+            await live.wait_for(
+                lambda: live.flow(sent.src, sent.sport, dport=80), 5, "the flow from conntrack"
+            )
 
     with monkeypatch.context() as m:
         m.setenv("PATH", str(tmp_path))  # an empty directory: no nft

@@ -126,3 +126,39 @@ def test_dry_run_prints_every_step_and_changes_nothing(tmp_path):
 def test_bad_option_is_refused():
     result = subprocess.run([str(SCRIPT), "--bogus"], capture_output=True, text=True, timeout=30)
     assert result.returncode == 2 and "unknown option" in result.stderr
+
+
+def test_data_update_timer_is_installed_with_the_prefix_and_removed_by_uninstall(tmp_path):
+    result = install(tmp_path, *FAST, "--prefix", "/srv/apviz")
+    assert result.returncode == 0, result.stderr
+    units = tmp_path / "etc/systemd/system"
+    service = (units / "apviz-data-update.service").read_text()
+    assert "ExecStart=/srv/apviz/venv/bin/apviz data update --config /etc/apviz/apviz.toml" in service
+    assert "ReadOnlyPaths=/etc/apviz /srv/apviz" in service and "/opt/apviz" not in service.split("[Unit]")[1]
+    assert (units / "apviz-data-update.timer").read_text() == (
+        ROOT / "systemd/apviz-data-update.timer"
+    ).read_text()
+    data = tmp_path / "var/lib/apviz/data"
+    data.mkdir(parents=True)  # what the timer's first run creates (StateDirectory=)
+    (data / "easylist.txt").write_text("||ads.example^\n")
+    result = install(tmp_path, "--uninstall", "--prefix", "/srv/apviz")
+    assert result.returncode == 0, result.stderr
+    assert (
+        not (units / "apviz-data-update.service").exists()
+        and not (units / "apviz-data-update.timer").exists()
+    )
+    assert not (tmp_path / "var/lib/apviz").exists()  # the downloaded data goes with apviz
+
+
+def test_dry_run_enables_the_data_timer_and_uninstall_disables_it():
+    env = {k: v for k, v in os.environ.items() if k != "DESTDIR"}
+    result = subprocess.run([str(SCRIPT), "--dry-run"], env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert "systemctl enable apviz-data-update.timer" in result.stdout
+    assert "apviz-data-update.service > /etc/systemd/system/apviz-data-update.service" in result.stdout
+    result = subprocess.run(
+        [str(SCRIPT), "--dry-run", "--uninstall"], env=env, capture_output=True, text=True, timeout=60
+    )
+    for unit in ("apviz-data-update.service", "apviz-data-update.timer"):
+        assert f"rm -f /etc/systemd/system/{unit}" in result.stdout
+    assert not Path("/etc/systemd/system/apviz-data-update.timer").exists()

@@ -88,11 +88,11 @@ def test_a_full_receive_buffer_is_counted_and_reading_goes_on(lab_factory: Any) 
     try:
         table.install()
         for _ in range(6):  # several SYN + data copies, none read meanwhile: the tiny buffer overflows
-            lab.phone_connect(lab.phones[0], address="198.18.3.3", nbytes=10, upload=3000, port=443)
+            lab.phone_connect(lab.phones[0], address="198.18.3.3", nbytes=10, upload=3000, port=80)
         time.sleep(0.2)
         first = sock.read()
         assert sock.enobufs >= 1
-        lab.phone_connect(lab.phones[0], address="198.18.3.3", nbytes=10, upload=200, port=443)
+        lab.phone_connect(lab.phones[0], address="198.18.3.3", nbytes=10, upload=200, port=80)
         deadline = time.monotonic() + 3
         later: list[LoggedPacket] = []
         while not later and time.monotonic() < deadline:

@@ -318,6 +318,7 @@ class AsnLookup(ReloadingLookup):
         when that directory is not writable the table is rebuilt from the CSV at each start.
       cache_size: entries in the LRU cache of answers.
       reload_interval: least seconds between two looks for a replaced mmdb (0: never look).
+      optional: mmdb paths that may be missing without a warning (``apviz data update``'s files).
     Missing or broken files are logged and skipped; with none usable every lookup returns None.
     """
 
@@ -329,6 +330,7 @@ class AsnLookup(ReloadingLookup):
         cache_dir: str | Path | None = None,
         cache_size: int = DEFAULT_CACHE_SIZE,
         reload_interval: float = RELOAD_INTERVAL,
+        optional: Sequence[Path] = (),
     ) -> None:
         self.cache_size = check_cache_size(cache_size)
         if isinstance(csv_paths, str | Path):
@@ -342,7 +344,9 @@ class AsnLookup(ReloadingLookup):
         csvs = [p for p in (optional_path(x, "csv_paths") for x in csv_paths) if p is not None]
         cdir = optional_path(cache_dir, "cache_dir")
         self.lookup = bounded_cache(self._lookup, self.cache_size)
-        self.files = self.watch_files(MmdbFiles(mmdbs, "asn", reload_interval=reload_interval))
+        self.files = self.watch_files(
+            MmdbFiles(mmdbs, "asn", reload_interval=reload_interval, optional=frozenset(optional))
+        )
         usable = [p for p in csvs if readable_file(p, "asn") is not None]
         if usable:
             self._load_csv(usable, cdir)

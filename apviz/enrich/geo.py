@@ -76,6 +76,7 @@ class GeoLookup(ReloadingLookup):
       cache_size: entries kept in the LRU cache of answers (misses are cached too).
       language: the ``names`` language taken from GeoIP2-style records (falls back to English).
       reload_interval: least seconds between two checks of :meth:`reload_if_changed`.
+      optional: paths that may be missing without a warning (``apviz data update``'s files).
 
     ``on_reload`` holds callables run after a replaced file was taken into use, so whoever caches
     answers derived from this lookup can drop them.
@@ -88,6 +89,7 @@ class GeoLookup(ReloadingLookup):
         cache_size: int = DEFAULT_CACHE_SIZE,
         language: str = "en",
         reload_interval: float = RELOAD_INTERVAL,
+        optional: Sequence[Path] = (),
     ) -> None:
         self.cache_size = check_cache_size(cache_size)
         if not isinstance(language, str) or not language:
@@ -100,7 +102,9 @@ class GeoLookup(ReloadingLookup):
         else:
             path_list = [p for p in (optional_path(x, "geo path") for x in paths) if p is not None]
         self.lookup = bounded_cache(self._lookup, self.cache_size)
-        self.files = self.watch_files(MmdbFiles(path_list, "geo", reload_interval=reload_interval))
+        self.files = self.watch_files(
+            MmdbFiles(path_list, "geo", reload_interval=reload_interval, optional=frozenset(optional))
+        )
 
     @property
     def available(self) -> bool:

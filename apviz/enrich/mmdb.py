@@ -18,7 +18,7 @@ import asyncio
 import logging
 import os
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,7 +38,8 @@ RELOAD_INTERVAL = 2.0
 Identity = tuple[int, int, int, int]
 
 
-def _identity(path: Path) -> Identity | None:
+def file_identity(path: Path) -> Identity | None:
+    """(device, inode, size, mtime) of ``path``, None when it is missing: what "replaced" means."""
     try:
         st = os.stat(path)
     except OSError:
@@ -72,7 +73,14 @@ class MmdbFiles:
     use, in order, so whoever caches answers derived from these files can drop them.
     """
 
-    def __init__(self, paths: Sequence[Path], kind: str, *, reload_interval: float = RELOAD_INTERVAL) -> None:
+    def __init__(
+        self,
+        paths: Sequence[Path],
+        kind: str,
+        *,
+        reload_interval: float = RELOAD_INTERVAL,
+        optional: Collection[Path] = (),
+    ) -> None:
         if not isinstance(reload_interval, int | float) or reload_interval < 0:
             raise EnrichOptionError(f"reload_interval must be >= 0 seconds, got {reload_interval!r}")
         self.kind = kind
@@ -84,8 +92,11 @@ class MmdbFiles:
         self._next_check = 0.0
         self._files = [_File(Path(path)) for path in paths]
         for file in self._files:
-            file.seen = _identity(file.path)
-            if readable_file(file.path, kind) is not None:
+            file.seen = file_identity(file.path)
+            if file.seen is None and file.path in optional:
+                # A file `apviz data update` has not fetched yet: no warning, it is used once it appears.
+                self.log.info("%s: %s is not there (yet); used when it appears", kind, file.path)
+            elif readable_file(file.path, kind) is not None:
                 self._take(file, "using")
         self.in_use = self._in_use()
 
@@ -122,7 +133,7 @@ class MmdbFiles:
         self._next_check = now + self.reload_interval
         changed = False
         for file in self._files:
-            ident = _identity(file.path)
+            ident = file_identity(file.path)
             if ident == file.seen:
                 continue
             file.seen = ident

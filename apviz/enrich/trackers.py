@@ -24,7 +24,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -37,6 +37,7 @@ from apviz.enrich._common import (
     parents,
     readable_file,
 )
+from apviz.enrich.mmdb import Identity, file_identity
 
 log = logging.getLogger("apviz.enrich.trackers")
 
@@ -82,16 +83,23 @@ _HOSTS_IGNORE = frozenset(
 
 @dataclass(frozen=True, slots=True)
 class BlocklistSpec:
-    """One list to load: a file, what its entries mean (category) and a name to show."""
+    """One list to load: a file, what its entries mean (category) and a name to show.
+
+    ``fallback`` is read when ``path`` is missing or yields no domain: ``path`` is the copy
+    ``apviz data update`` keeps fresh, ``fallback`` the one installed with the software.
+    """
 
     path: Path
     category: str
     name: str = ""
     format: str = "auto"
+    fallback: Path | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.path, Path):
             object.__setattr__(self, "path", Path(self.path))
+        if self.fallback is not None and not isinstance(self.fallback, Path):
+            object.__setattr__(self, "fallback", Path(self.fallback))
         if self.category not in TRACKER_CATEGORIES:
             raise EnrichOptionError(
                 f"blocklist {self.path}: category must be one of {TRACKER_CATEGORIES}, got {self.category!r}"
@@ -250,10 +258,16 @@ class TrackerClassifier:
         if isinstance(lists, str | Path):
             raise EnrichOptionError(f"lists must be a list of blocklists, got {lists!r}")
         self.specs = [s if isinstance(s, BlocklistSpec) else BlocklistSpec.parse(s) for s in lists]
+        self.reloads = 0  # replaced lists taken into use
+        self.reload_failures = 0  # replaced lists that yielded nothing: the old domains stayed
+        self._seen = [_identities(spec) for spec in self.specs]
+        self._sets: list[set[str]] = []
         self.stats: list[ListStats] = []
-        self._domains: dict[str, int] = {}  # domain -> index into self.specs
-        for index, spec in enumerate(self.specs):
-            self.stats.append(self._load(index, spec))
+        for spec in self.specs:
+            stats, domains = self._load(spec)
+            self.stats.append(stats)
+            self._sets.append(domains)
+        self._domains = _merge(self._sets)  # domain -> index into self.specs, first list wins
         self.lookup = bounded_cache(self._lookup, self.cache_size)
 
     def __len__(self) -> int:
@@ -263,19 +277,29 @@ class TrackerClassifier:
     def available(self) -> bool:
         return bool(self._domains)
 
-    def _load(self, index: int, spec: BlocklistSpec) -> ListStats:
-        stats = ListStats(spec.name, str(spec.path))
-        if readable_file(spec.path, f"blocklist {spec.name}") is None:
-            return stats
+    def _load(self, spec: BlocklistSpec) -> tuple[ListStats, set[str]]:
+        """The list's domains from ``spec.path``, else (missing, or nothing usable in it) the fallback."""
+        if spec.fallback is not None and not spec.path.exists():
+            return self._parse(spec, spec.fallback)
+        stats, domains = self._parse(spec, spec.path)
+        if not domains and spec.fallback is not None:
+            log.warning("trackers: %s gave no domain; using %s", spec.path, spec.fallback)
+            return self._parse(spec, spec.fallback)
+        return stats, domains
+
+    def _parse(self, spec: BlocklistSpec, path: Path) -> tuple[ListStats, set[str]]:
+        stats = ListStats(spec.name, str(path))
+        domains: set[str] = set()
+        if readable_file(path, f"blocklist {spec.name}") is None:
+            return stats, domains
         try:
-            text = spec.path.read_text(encoding="utf-8", errors="replace")
+            text = path.read_text(encoding="utf-8", errors="replace")
         except OSError as exc:
-            log.warning("trackers: cannot read %s (%s); skipped", spec.path, exc)
-            return stats
+            log.warning("trackers: cannot read %s (%s); skipped", path, exc)
+            return stats, domains
         lines = text.splitlines()
         fmt = spec.format if spec.format != "auto" else sniff_format(lines[:500])
         stats.format = fmt
-        domains = self._domains
         for line in lines:
             if fmt == "abp":
                 domain, reason = parse_abp_line(line, self.accept_type_options)
@@ -289,12 +313,55 @@ class TrackerClassifier:
                 stats.skipped[reason] += 1
             for domain in found:
                 stats.domains += 1
-                domains.setdefault(domain, index)
+                domains.add(domain)
         log.info(
-            "trackers: %s: %d domains (%s), skipped %s",
-            spec.name, stats.domains, fmt, dict(stats.skipped),
+            "trackers: %s: %d domains from %s (%s), skipped %s",
+            spec.name, stats.domains, path, fmt, dict(stats.skipped),
         )  # fmt: skip
-        return stats
+        return stats, domains
+
+    def prepare_reload(self) -> Callable[[], bool] | None:
+        """Re-read the lists whose files changed since last looked at; None when none did.
+
+        Slow (about 0.5 s for EasyList and EasyPrivacy), so it may run on a worker thread; it
+        changes nothing in use. The returned ``commit`` swaps the new domains in (on the thread
+        that asks the lookups) and says whether anything changed. A list that now yields no
+        domain where it had some keeps its old domains (counted in ``reload_failures``).
+        """
+        changed = False
+        sets, stats = list(self._sets), list(self.stats)
+        for index, spec in enumerate(self.specs):
+            ident = _identities(spec)
+            if ident == self._seen[index]:
+                continue
+            self._seen[index] = ident
+            if spec.path.exists() or spec.fallback is None:
+                # A replacement that gives nothing is a broken update: keep what we have, even when
+                # the fallback (the installed copy) would give something, but older.
+                new_stats, domains = self._parse(spec, spec.path)
+            else:
+                new_stats, domains = self._parse(spec, spec.fallback)
+            if not domains and self._sets[index]:
+                self.reload_failures += 1
+                log.warning(
+                    "trackers: %s changed but gave no domain; keeping its %d domains",
+                    spec.name, len(self._sets[index]),
+                )  # fmt: skip
+                continue
+            sets[index], stats[index] = domains, new_stats
+            changed = True
+        if not changed:
+            return None
+        merged = _merge(sets)
+
+        def commit() -> bool:
+            self._sets, self.stats, self._domains = sets, stats, merged
+            self.lookup.cache_clear()  # type: ignore[attr-defined]
+            self.reloads += 1
+            log.info("trackers: now %d domains from %s", len(merged), ", ".join(s.path for s in stats))
+            return True
+
+        return commit
 
     def _lookup(self, name: str) -> TrackerMatch | None:
         norm = normalise_name(name)
@@ -306,3 +373,16 @@ class TrackerClassifier:
                 spec = self.specs[index]
                 return TrackerMatch(spec.category, spec.name, candidate)
         return None
+
+
+def _identities(spec: BlocklistSpec) -> tuple[Identity | None, Identity | None]:
+    return file_identity(spec.path), file_identity(spec.fallback) if spec.fallback else None
+
+
+def _merge(sets: Sequence[set[str]]) -> dict[str, int]:
+    """domain -> index of the first list that names it."""
+    merged: dict[str, int] = {}
+    for index, domains in enumerate(sets):
+        for domain in domains:
+            merged.setdefault(domain, index)
+    return merged
