@@ -34,7 +34,7 @@ later), ``name_p95_ms`` (connect start, i.e. after the phone's own lookup, to th
 state; the start is the call's return minus the phone's ``elapsed``), ``cpu_extra_pct`` (apviz's CPU
 with the capture table on minus off at bench/steady.py's rate of new connections; from
 bench/capture.py when that file exists, else measured here on the policy-off lab: the service's
-threads only, windows off-on-on-off), the decoders' rates (bench/decoders.py), and from the same
+threads only, windows off-on-on-off twice), the decoders' rates (bench/decoders.py), and from the same
 policy-off traffic captured with tcpdump on the lab bridge, ``ndpi_named_share`` (ndpiReader -v 2,
 its Hostname/SNI per flow) beside ``apviz_named_share`` (which also needs the right device).
 
