@@ -35,7 +35,8 @@ state; the start is the call's return minus the phone's ``elapsed``), ``cpu_extr
 path's CPU, capture table on minus off, at bench/steady.py's rate of new connections: from
 bench/capture.py's ``capture_alone_cpu_pct`` when that file exists, with the whole service's
 on-minus-off beside it as ``cpu_extra_whole_pct`` and its windows' spread as ``cpu_noise_pct``; else
-measured here on the policy-off lab: the service's threads only, windows off-on-on-off twice), the decoders' rates (bench/decoders.py), and from the same
+measured here on the policy-off lab: the service's threads only, windows off-on-on-off twice), the
+decoders' rates (bench/decoders.py), and from the same
 policy-off traffic captured with tcpdump on the lab bridge, ``ndpi_named_share`` (ndpiReader -v 2,
 its Hostname/SNI per flow) beside ``apviz_named_share`` (which also needs the right device).
 
