@@ -49,6 +49,9 @@ def test_dns_over_tls_and_quic_on_853_anywhere(hidden):
 def test_doh_by_server_name_or_looked_up_name(hidden, name):
     assert hidden.classify(name, "198.18.0.1", TCP, 443) is DNS
     assert hidden.classify(name, "198.18.0.1", UDP, 443) is DNS  # DoH over HTTP/3
+    # A hard-coded plain resolver named by another device's lookup (dns.google on 53): readable.
+    assert hidden.classify(name, "198.18.0.1", UDP, 53) is None
+    assert hidden.classify(name, "198.18.0.1", TCP, 53) is None
 
 
 @pytest.mark.parametrize("address", ["8.8.8.8", "1.1.1.1", "2606:4700:4700::1111", "9.9.9.9", "45.90.28.7"])

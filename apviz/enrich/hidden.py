@@ -10,9 +10,9 @@ the views' and pages' business.
 The heuristics and their limits:
 
 * **Private DNS**: TCP or UDP port 853 (DNS over TLS, DNS over QUIC) to anywhere; a name on the
-  curated list of DNS-over-HTTPS resolvers (``data/private-dns.toml``), on any port; a listed
-  resolver address (or ``[names] private_dns_servers``) on any port but 53, whose plain DNS the
-  gateway reads. DoH to a resolver not on the list, on a shared address, looks like any HTTPS.
+  curated list of DNS-over-HTTPS resolvers (``data/private-dns.toml``), or a listed resolver
+  address (or ``[names] private_dns_servers``), on any port but 53, whose plain DNS the gateway
+  reads. DoH to a resolver not on the list, on a shared address, looks like any HTTPS.
 * **VPN**: WireGuard's usual UDP 51820, IPsec (UDP 500 and 4500, ESP and AH), OpenVPN's UDP/TCP
   1194. Ports are conventions: a WireGuard or OpenVPN server on another port (OpenVPN on TCP 443
   is common) is not recognised, and Wi-Fi calling (IPsec to the carrier on UDP 4500) *is* shown as
@@ -185,9 +185,13 @@ class HiddenClassifier:
             return HiddenKind.PRIVATE_RELAY
         if proto in (TCP, UDP) and dport == DOT_PORT:
             return HiddenKind.PRIVATE_DNS
-        if clean is not None and clean in self._doh_names:
+        # Plain DNS (port 53) to a well-known resolver is readable: the gateway sees its answers
+        # (apviz names the device's connections from them), so it hides nothing.
+        if dport == PLAIN_DNS_PORT:
+            pass
+        elif clean is not None and clean in self._doh_names:
             return HiddenKind.PRIVATE_DNS
-        if dport != PLAIN_DNS_PORT and address in self._doh_addresses:
+        elif address in self._doh_addresses:
             return HiddenKind.PRIVATE_DNS
         if proto in VPN_PROTOCOLS or (proto, dport) in VPN_PORTS:
             return HiddenKind.VPN
