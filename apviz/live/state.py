@@ -88,6 +88,8 @@ class LiveState:
             "flows_ignored": 0,
             "snapshots": 0,
             "source_errors": 0,
+            "flows_new": 0,
+            "dns_answers": 0,
         }
         self._ip_to_mac: dict[str, str] = {}  # from leases and DHCP (authoritative)
         self._neigh_mac: dict[str, str] = {}  # from the neighbour table (fallback)
@@ -247,6 +249,8 @@ class LiveState:
                 self._forgotten.discard(ev.flow.key)
             return
         rec = self._upsert(ev.flow, now)
+        if rec is not None and ev.kind is FlowEventKind.NEW:
+            self.counts["flows_new"] += 1  # conntrack NEW of a LAN device: proof that phones talk
         if rec is not None and (ev.kind is FlowEventKind.DESTROY or ev.flow.tcp_state in CLOSED_TCP):
             self._end(rec, now)
 
@@ -317,6 +321,7 @@ class LiveState:
             case DnsQuery():
                 self.names.on_query(event)
             case DnsAnswer():
+                self.counts["dns_answers"] += 1
                 self._apply_answer(event)
             case DhcpEvent():
                 self._apply_dhcp(event, now)
