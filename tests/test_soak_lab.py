@@ -58,7 +58,7 @@ def test_soak_memory_levels_off_and_nothing_fails():
     assert result["sse_clients"] == 10
     assert result["parse_errors"] == 0
     # Kept talking: new connections and DNS answers in every 30 s.
-    assert result["intervals"] == SECONDS // 30, result
+    assert result["intervals"] >= (SECONDS - 1) // 30, result  # every whole 30 s of the run
     assert result["silent_intervals"] == 0, result
     assert result["min_flows_new_per_30s"] > 0 and result["min_dns_answers_per_30s"] > 0, result
     assert result["growth_pct"] < result["target_growth_pct"], result
