@@ -185,6 +185,8 @@ class Service:
             "queue_depth": self.pipeline.queue.qsize(),
             "eps": round(self._eps, 2),
             "events": self.state.counts["events"],
+            "flows_new": self.state.counts["flows_new"],
+            "dns_answers": self.state.counts["dns_answers"],
             "dropped": self.hub.stats["dropped"],
             "parse_errors": parse_errors,
             "resyncs": self.state.counts.get("resyncs", 0),

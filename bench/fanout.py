@@ -12,6 +12,12 @@ Delivery lag is the client's clock at receipt minus the view's ``time`` (set whe
 before the hub publishes it); both processes read the same system clock. Server CPU is the change
 of utime+stime in ``/proc/PID/stat`` over the measured window, as a share of one core.
 
+``pass`` needs, besides the lag target: every client connected (no connect failure) and none lost
+before the end of the window; no snapshot sent because a client fell behind (``catch_up_snapshots``,
+and the server's ``apviz_dropped_events_total``); and every delta the hub published in the window
+delivered to every client by its end, less two ticks for the window's edges (``undelivered``: work
+still queued for the clients when the CPU window closes).
+
 Progress goes to stderr; the last line on stdout is one JSON object. Exit code 0 even when the
 target is missed (``"pass": false`` says so); non-zero only when the benchmark itself fails.
 """
@@ -31,7 +37,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench._common import cpu_seconds, free_port, percentile, rss_mb, say  # noqa: E402
+from bench._common import cpu_seconds, free_port, metrics, percentile, rss_mb, say  # noqa: E402
 
 TARGET_LAG_MS = 200.0
 DELTA_TIME = re.compile(rb'"time":\{"set":([0-9.]+)\}')  # only deltas carry "time" as a set change
@@ -101,6 +107,7 @@ class Stats:
         self.deltas = 0
         self.snapshots = 0
         self.errors: list[str] = []
+        self.lost = 0  # clients whose stream ended or failed after it had begun
         self.measuring = False
 
 
@@ -125,6 +132,7 @@ async def sse_client(port: int, stats: Stats, stop: asyncio.Event) -> None:
             data = await reader.read(65536)
             if not data:
                 stats.errors.append("server closed the stream")
+                stats.lost += 1
                 return
             now = time.time()
             pending += data
@@ -139,6 +147,7 @@ async def sse_client(port: int, stats: Stats, stop: asyncio.Event) -> None:
                     stats.lags.append((now - float(match.group(1))) * 1000)
     except (OSError, asyncio.IncompleteReadError) as exc:
         stats.errors.append(f"stream: {exc!r}")
+        stats.lost += 1
     finally:
         writer.close()
         with contextlib.suppress(OSError):
@@ -163,6 +172,7 @@ async def run_clients(port: int, clients: int, seconds: float) -> dict[str, obje
     await asyncio.sleep(seconds)
     stats.measuring = False
     received = stats.deltas - start_deltas
+    lost = stats.lost  # before stop: cancelling the clients below is not losing them
     stop.set()
     for task in tasks:
         task.cancel()
@@ -171,6 +181,7 @@ async def run_clients(port: int, clients: int, seconds: float) -> dict[str, obje
         "connected": stats.connected,
         "errors": stats.errors[:5],
         "error_count": len(stats.errors),
+        "lost": lost,
         "deltas": received,
         "snapshots": stats.snapshots,
         "lags": [round(x, 2) for x in stats.lags],
@@ -205,9 +216,11 @@ def conduct(args: argparse.Namespace) -> dict[str, object]:
         assert clients.stdout is not None
         hello = json.loads(clients.stdout.readline() or b"{}")
         cpu0, t0 = cpu_seconds(server.pid), time.monotonic()
+        m0 = metrics(port)
         say(f"{hello.get('connected')} clients connected; measuring {args.seconds} s")
         report = json.loads(clients.stdout.readline() or b"{}")
         cpu1, t1 = cpu_seconds(server.pid), time.monotonic()
+        m1 = metrics(port)
         rss = rss_mb(server.pid)
         clients.wait(timeout=30)
     finally:
@@ -224,12 +237,32 @@ def conduct(args: argparse.Namespace) -> dict[str, object]:
                 proc.wait()
     lags = report.get("lags") or [float("inf")]
     p95 = percentile(lags, 0.95)  # type: ignore[arg-type]
+    connected = int(report.get("connected") or 0)
+    published = int(m1["apviz_updates_published_total"] - m0["apviz_updates_published_total"])
+    received = int(report.get("deltas") or 0)
+    # Each client should have every delta published in the window; two ticks of slack for the
+    # window's edges (the clients' window and the conductor's metric reads are a few ms apart).
+    undelivered = max(0, args.clients * (published - 2) - received)
+    catch_up = int(report.get("snapshots") or 0) - connected  # the first snapshot is not one
+    dropped = int(m1["apviz_dropped_events_total"] - m0["apviz_dropped_events_total"])
+    checks = {
+        "lag": p95 <= TARGET_LAG_MS,
+        "connected": connected == args.clients,
+        "lost": report.get("lost") == 0,
+        "catch_up_snapshots": catch_up == 0 and dropped == 0,
+        "undelivered": undelivered == 0 and published > 0,
+    }
     return {
         "bench": "fanout",
         "clients": report.get("connected"),
         "client_errors": report.get("error_count"),
+        "clients_lost": report.get("lost"),
+        "catch_up_snapshots": catch_up,
+        "dropped_updates": dropped,
         "seconds": round(t1 - t0, 1),
-        "deltas_received": report.get("deltas"),
+        "deltas_published": published,
+        "deltas_received": received,
+        "undelivered": undelivered,
         "deltas_per_client_per_s": round(int(report.get("deltas") or 0) / args.clients / (t1 - t0), 2),
         "server_cpu_pct": round(100 * (cpu1 - cpu0) / (t1 - t0), 1),
         "server_rss_mb": round(rss, 1),
@@ -237,7 +270,8 @@ def conduct(args: argparse.Namespace) -> dict[str, object]:
         "lag_p95_ms": round(p95, 1),
         "lag_max_ms": round(max(lags), 1),  # type: ignore[type-var]
         "target_lag_ms": TARGET_LAG_MS,
-        "pass": p95 <= TARGET_LAG_MS and report.get("connected") == args.clients,
+        "failed_checks": [name for name, ok in checks.items() if not ok],
+        "pass": all(checks.values()),
     }
 
 

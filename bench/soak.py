@@ -20,7 +20,14 @@ the state has reached its working size):
 - dropped events: conntrack resyncs (events the kernel could not deliver) and updates slow SSE
   clients missed; parse errors of dnsmasq lines and leases;
 - errors: ERROR/CRITICAL log lines and tracebacks in apviz's output, and apviz exiting (target 0);
-- liveness: kernel events per 30 s; an interval without any (the lab fell silent) fails the run.
+- liveness: per 30 s, the connections apviz began to follow (``apviz_flows_new_total``: new
+  connections of the phones, from conntrack NEW events) and the DNS answers it read from dnsmasq's
+  log (``apviz_dns_answers_total``). An interval without either fails the run: the phones fell
+  silent, or apviz stopped hearing them. Not ``apviz_events_total``: that one also rises with every
+  conntrack refresh dump and every DHCP and lease event of the phones that join, so a lab whose
+  phones said nothing at all would still pass. ``--silence-after S`` stops every phone's traffic
+  after S seconds (phones that join later stay quiet too): that run must fail
+  (``tests/test_soak_lab.py``).
 
 Progress goes to stderr; the last line on stdout is one JSON object. Exit code 0 even when a
 target is missed (``"pass": false`` says so); non-zero only when the benchmark itself fails.
@@ -44,12 +51,25 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench._common import cpu_seconds, free_port, rss_mb, say  # noqa: E402
-from bench.steady import Followers, metrics, wait_healthy  # noqa: E402
+from bench._common import cpu_seconds, free_port, metrics, rss_mb, say  # noqa: E402
+from bench.steady import Followers, wait_healthy  # noqa: E402
 
 TARGET_GROWTH_PCT = 5.0
 ERROR_LINE = re.compile(r"\b(ERROR|CRITICAL)\b|Traceback \(most recent call last\)")
 STEADY = str(ROOT / "bench" / "steady.py")  # its --serve runs `apviz serve` from a JSON config
+INTERVAL = 30.0
+TALK = {"flows_new": "apviz_flows_new_total", "dns_answers": "apviz_dns_answers_total"}
+# Reported beside them to show what the old check counted: it rises in a silent lab too.
+PER_INTERVAL = {**TALK, "events": "apviz_events_total"}
+
+
+def silent(intervals: list[dict[str, int]]) -> list[int]:
+    """Indexes of the intervals in which the phones were not heard: no new connection or no answer.
+
+    Either alone is a failure: connections without answers mean apviz stopped reading dnsmasq's
+    log (or the phones stopped asking), answers without connections that conntrack went quiet.
+    """
+    return [i for i, n in enumerate(intervals) if n["flows_new"] <= 0 or n["dns_answers"] <= 0]
 
 
 class Output:
@@ -69,15 +89,23 @@ class Output:
                 self.errors.append(line)
 
 
-def churn(lab: object, stop: threading.Event, every: float, counts: dict[str, int]) -> None:
+def churn(
+    lab: object,
+    stop: threading.Event,
+    every: float,
+    counts: dict[str, int],
+    lock: threading.Lock,
+    quiet: threading.Event,
+) -> None:
     """The longest-present phone leaves, a new one joins, every ``every`` seconds."""
     while not stop.wait(every):
         try:
-            oldest = min(lab.phones, key=lambda p: p.index)  # type: ignore[attr-defined]
-            lab.remove_phone(oldest)  # type: ignore[attr-defined]
-            counts["left"] += 1
-            lab.add_phone()  # type: ignore[attr-defined]
-            counts["joined"] += 1
+            with lock:
+                oldest = min(lab.phones, key=lambda p: p.index)  # type: ignore[attr-defined]
+                lab.remove_phone(oldest)  # type: ignore[attr-defined]
+                counts["left"] += 1
+                lab.add_phone(traffic=not quiet.is_set())  # type: ignore[attr-defined]
+                counts["joined"] += 1
         except Exception as exc:  # the lab failing is the bench failing: report, do not hide
             counts["churn_failures"] += 1
             say(f"churn failed: {exc}")
@@ -95,6 +123,7 @@ def run(args: argparse.Namespace) -> dict[str, object]:
     followers: Followers | None = None
     stop = threading.Event()
     counts = {"joined": 0, "left": 0, "churn_failures": 0}
+    lab_lock, quiet = threading.Lock(), threading.Event()
     churner: threading.Thread | None = None
     try:
         t = time.monotonic()
@@ -117,7 +146,9 @@ def run(args: argparse.Namespace) -> dict[str, object]:
         wait_healthy(port, server)
         followers = Followers(port, args.clients)
         followers.start()
-        churner = threading.Thread(target=churn, args=(lab, stop, args.churn, counts), daemon=True)
+        churner = threading.Thread(
+            target=churn, args=(lab, stop, args.churn, counts, lab_lock, quiet), daemon=True
+        )
         churner.start()
         say(f"apviz pid {server.pid} on :{port}; warming up {warmup:.0f} s, then measuring")
 
@@ -127,12 +158,20 @@ def run(args: argparse.Namespace) -> dict[str, object]:
         end = start + seconds
         m0: dict[str, float] = {}
         cpu0 = 0.0
-        next_report = start + 30
-        # Liveness: 30 phones always make traffic, so every 30 s must bring new kernel events. A
-        # lab that fell silent would otherwise look like a perfectly flat memory curve.
-        events_before = metrics(port).get("apviz_events_total", 0.0)
-        per_interval: list[int] = []
+        next_report = start + INTERVAL
+        silence_at = start + args.silence_after if args.silence_after is not None else None
+        # Liveness: the phones always make traffic, so every 30 s must bring new connections and
+        # DNS answers. A lab that fell silent would otherwise look like a perfectly flat memory curve.
+        m = metrics(port)
+        talk_before = {key: m[name] for key, name in PER_INTERVAL.items()}
+        per_interval: list[dict[str, int]] = []
         while time.monotonic() < end:
+            if silence_at is not None and time.monotonic() >= silence_at and not quiet.is_set():
+                with lab_lock:
+                    quiet.set()
+                    for phone in list(lab.phones):
+                        lab.set_traffic(phone, False)
+                say(f"{time.monotonic() - start:5.0f} s: --silence-after: every phone's traffic stopped")
             if server.poll() is not None:
                 raise RuntimeError(f"apviz exited with {server.returncode}: {output.tail[-5:]}")
             now = time.monotonic()
@@ -141,13 +180,16 @@ def run(args: argparse.Namespace) -> dict[str, object]:
                     m0, cpu0, measure_from = metrics(port), cpu_seconds(server.pid), now
                 samples.append((now - measure_from, rss_mb(server.pid)))
             if now >= next_report:
-                next_report += 30
-                events_now = metrics(port).get("apviz_events_total", 0.0)
-                per_interval.append(int(events_now - events_before))
-                events_before = events_now
+                next_report += INTERVAL
+                m = metrics(port)
+                talk_now = {key: m[name] for key, name in PER_INTERVAL.items()}
+                per_interval.append({key: int(talk_now[key] - talk_before[key]) for key in PER_INTERVAL})
+                talk_before = talk_now
                 say(
                     f"{now - start:5.0f} s: rss {rss_mb(server.pid):.0f} MB, {len(lab.phones)} phones, "
-                    f"{counts['joined']} joined / {counts['left']} left, {per_interval[-1]} events, "
+                    f"{counts['joined']} joined / {counts['left']} left, "
+                    f"{per_interval[-1]['flows_new']} new connections, "
+                    f"{per_interval[-1]['dns_answers']} DNS answers ({per_interval[-1]['events']} events), "
                     f"{len(output.errors)} errors"
                 )
             time.sleep(2.0)
@@ -161,7 +203,7 @@ def run(args: argparse.Namespace) -> dict[str, object]:
         growth = 100 * (last - first) / first
 
         def delta(name: str) -> int:
-            return int(m1.get(name, 0) - m0.get(name, 0))
+            return int(m1[name] - m0[name])
 
         stop.set()
         churner.join(timeout=60)
@@ -182,14 +224,22 @@ def run(args: argparse.Namespace) -> dict[str, object]:
             resyncs=delta("apviz_resyncs_total"),
             dropped_updates=delta("apviz_dropped_events_total"),
             parse_errors=delta("apviz_parse_errors_total"),
-            devices_end=int(m1.get("apviz_devices", 0)),
-            flows_end=int(m1.get("apviz_flows", 0)),
-            min_events_per_30s=min(per_interval, default=0),
-            silent_intervals=sum(1 for n in per_interval if n == 0),
+            flows_new=delta("apviz_flows_new_total"),
+            dns_answers=delta("apviz_dns_answers_total"),
+            devices_end=int(m1["apviz_devices"]),
+            flows_end=int(m1["apviz_flows"]),
+            silence_after_s=args.silence_after,
+            intervals=len(per_interval),
+            min_flows_new_per_30s=min((n["flows_new"] for n in per_interval), default=0),
+            min_dns_answers_per_30s=min((n["dns_answers"] for n in per_interval), default=0),
+            silent_intervals=len(silent(per_interval)),
+            first_silent_interval=next(iter(silent(per_interval)), None),
+            **{f"{key}_per_30s": [n[key] for n in per_interval] for key in PER_INTERVAL},
             errors=errors,
             error_lines=output.errors[:5],
         )
-        result["pass"] = growth < TARGET_GROWTH_PCT and errors == 0 and result["silent_intervals"] == 0
+        live = bool(per_interval) and not silent(per_interval)
+        result["pass"] = growth < TARGET_GROWTH_PCT and errors == 0 and live
         return result
     finally:
         stop.set()
@@ -224,6 +274,12 @@ def main() -> int:
     parser.add_argument("--forget-after", type=float, default=30.0, help="exhibit.forget_after, seconds")
     parser.add_argument("--clients", type=int, default=10, help="SSE clients")
     parser.add_argument("--seed", type=int, default=7, help="the phones' traffic seed")
+    parser.add_argument(
+        "--silence-after",
+        type=float,
+        default=None,
+        help="stop every phone's traffic after this many seconds (the liveness check must fail)",
+    )
     args = parser.parse_args()
     # Stopped with SIGTERM (kill, a CI timeout): unwind like Ctrl-C, so the lab and apviz go too.
     signal.signal(signal.SIGTERM, signal.default_int_handler)

@@ -4,6 +4,11 @@ Tests marked ``lab`` need root and the lab's tools; elsewhere they are skipped w
 the unit tests still run on a laptop. Every lab is a context-managed :class:`apviz.lab.lab.Lab`
 closed in fixture teardown, which pytest runs for failing tests and on Ctrl-C; SIGTERM is turned
 into the same unwinding. Whatever still escapes (SIGKILL) is found by ``apviz lab down``.
+
+A test skips only when something it needs is not installed here (root, a tool, a data set). Under
+``CI=true``, where ``make test`` installs everything, every such skip is a failure instead: a set-up
+step that went missing must not turn tests into silent skips. Elsewhere the run ends by saying how
+many tests were skipped and why.
 """
 
 from __future__ import annotations
@@ -11,7 +16,8 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-from collections.abc import Callable, Iterator
+from collections import Counter
+from collections.abc import Callable, Generator, Iterator
 from typing import TYPE_CHECKING
 
 import pytest
@@ -34,6 +40,41 @@ def _lab_unavailable() -> str | None:
 _MAIN_PID = os.getpid()
 
 
+def in_ci() -> bool:
+    """``CI`` set to anything but an empty, 0, false or no value (GitHub and GitLab set ``true``)."""
+    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
+
+
+def _skip_reason(report: pytest.TestReport) -> str:
+    longrepr = report.longrepr
+    if isinstance(longrepr, tuple) and len(longrepr) == 3:  # (file, line, "Skipped: reason")
+        return str(longrepr[2]).removeprefix("Skipped: ")
+    return str(longrepr)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[None]:
+    """Under CI every skip (a skipif mark, ``pytest.skip``, ``importorskip``) fails the test."""
+    outcome = yield
+    report: pytest.TestReport = outcome.get_result()  # type: ignore[attr-defined]
+    if report.skipped and not hasattr(report, "wasxfail") and in_ci():
+        report.outcome = "failed"
+        report.longrepr = (
+            f"skipped under CI=true, where make test installs everything: {_skip_reason(report)}"
+        )
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """End a person's run with the skips and their reasons: a skip is a test that did not run."""
+    reasons = Counter(_skip_reason(r) for r in terminalreporter.stats.get("skipped", []))
+    if not reasons:
+        return
+    total = sum(reasons.values())
+    terminalreporter.section(f"{total} test{'s' if total > 1 else ''} skipped", sep="-", yellow=True)
+    for reason, n in reasons.most_common():
+        terminalreporter.write_line(f"{n:4d} x {reason}")
+
+
 def _sigterm_unwinds(signum: int, frame: object) -> None:
     if os.getpid() != _MAIN_PID:
         # A fork of this process (pyroute2 forks helpers) must die as SIGTERM says, not unwind
@@ -53,7 +94,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     reason = _lab_unavailable()
     if reason is None:
         return
-    if os.environ.get("CI"):
+    if in_ci():
         # In CI every part is installed by `make test`: a skipped lab test there would hide a failure.
         raise pytest.UsageError(f"CI must run the lab tests, but: {reason}")
     skip = pytest.mark.skip(reason=reason)

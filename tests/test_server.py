@@ -126,6 +126,8 @@ def test_sse_snapshot_then_delta_and_api():
             assert (await http.get("/api/me")).status_code == 404
             metrics = (await http.get("/metrics")).text
             assert "apviz_flows 1.0" in metrics and "apviz_devices 1.0" in metrics
+            # What the soak's liveness counts (bench/soak.py): one new connection, one DNS answer.
+            assert "apviz_flows_new_total 1.0" in metrics and "apviz_dns_answers_total 1.0" in metrics
             assert (await http.get("/healthz")).json()["status"] == "ok"
             # No address, MAC or client id in the public view.
             text = json.dumps(state)

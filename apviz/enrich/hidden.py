@@ -187,11 +187,8 @@ class HiddenClassifier:
             return HiddenKind.PRIVATE_DNS
         # Plain DNS (port 53) to a well-known resolver is readable: the gateway sees its answers
         # (apviz names the device's connections from them), so it hides nothing.
-        if dport == PLAIN_DNS_PORT:
-            pass
-        elif clean is not None and clean in self._doh_names:
-            return HiddenKind.PRIVATE_DNS
-        elif address in self._doh_addresses:
+        listed = (clean is not None and clean in self._doh_names) or address in self._doh_addresses
+        if listed and dport != PLAIN_DNS_PORT:
             return HiddenKind.PRIVATE_DNS
         if proto in VPN_PROTOCOLS or (proto, dport) in VPN_PORTS:
             return HiddenKind.VPN

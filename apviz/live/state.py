@@ -109,6 +109,8 @@ class LiveState:
             "names_shared": 0,  # flows shown with another device's name (after the wait)
             "foreign_name_first": 0,  # ... whose own name arrived later: a foreign name showed first
             "own_names_late": 0,  # young flows renamed from the device's earlier lookup to its late one
+            "flows_new": 0,
+            "dns_answers": 0,
         }
         self._ip_to_mac: dict[str, str] = {}  # from leases and DHCP (authoritative)
         self._neigh_mac: dict[str, str] = {}  # from the neighbour table (fallback)
@@ -273,6 +275,8 @@ class LiveState:
                 self._forgotten.discard(ev.flow.key)
             return
         rec = self._upsert(ev.flow, now)
+        if rec is not None and ev.kind is FlowEventKind.NEW:
+            self.counts["flows_new"] += 1  # conntrack NEW of a LAN device: proof that phones talk
         if rec is not None and (ev.kind is FlowEventKind.DESTROY or ev.flow.tcp_state in CLOSED_TCP):
             self._end(rec, now)
 
@@ -463,6 +467,7 @@ class LiveState:
             case DnsQuery():
                 self.names.on_query(event)
             case DnsAnswer():
+                self.counts["dns_answers"] += 1
                 self._apply_answer(event)
             case ServerName():
                 self._apply_server_name(event)

@@ -25,6 +25,8 @@ GAUGES = [
 ]
 COUNTERS = [
     ("apviz_events", "Source events applied", "events"),
+    ("apviz_flows_new", "Connections of LAN devices the state began to follow", "flows_new"),
+    ("apviz_dns_answers", "DNS answers read from the resolver's log", "dns_answers"),
     ("apviz_dropped_events", "Updates a slow client missed (it got a snapshot instead)", "dropped"),
     ("apviz_parse_errors", "Log or lease lines that could not be parsed", "parse_errors"),
     ("apviz_resyncs", "Conntrack resynchronisations after lost events", "resyncs"),
