@@ -1,5 +1,6 @@
 """The live state: devices keyed by MAC, flows attributed, late names, expiry."""
 
+import dataclasses
 import socket
 
 from apviz.events import (
@@ -190,3 +191,25 @@ def test_a_visitor_who_walked_away_is_forgotten_though_the_kernel_keeps_their_co
     clock.t += 1000
     st2.expire()
     assert len(st2.devices) == 1
+
+
+def test_an_ended_flow_is_not_brought_back_by_the_next_dump():
+    """A closed TCP connection stays in the kernel's table (TIME_WAIT) well past the screen's hold:
+    the refresh dumps that still list it must not show it again as a new connection."""
+    now = [0.0]
+    st = LiveState(StateConfig(lan=networks(["10.99.0.0/16"]), flow_hold=10.0), clock=lambda: now[0])
+    kinds: list[ChangeKind] = []
+    st.observers.append(lambda change: kinds.append(change.kind))
+    orig = FlowTuple(6, "10.99.1.5", "198.18.0.10", 40000, 443)
+    flow = Flow(1, socket.AF_INET, orig, FlowTuple(6, "198.18.0.10", "10.99.1.5", 443, 40000), orig_bytes=10)
+    st.apply(FlowEvent(FlowEventKind.NEW, flow))
+    closed = dataclasses.replace(flow, tcp_state="TIME_WAIT")
+    st.apply(FlowEvent(FlowEventKind.UPDATE, closed))
+    for step in range(1, 7):  # a minute of refresh dumps that still list the TIME_WAIT entry
+        now[0] = step * 10.0
+        st.expire()
+        st.apply(FlowSnapshot([closed], "refresh"))
+    assert kinds.count(ChangeKind.FLOW_NEW) == 1 and kinds.count(ChangeKind.FLOW_GONE) == 1
+    assert not st.flows
+    st.apply(FlowSnapshot([], "refresh"))  # the kernel let it go: nothing is remembered any more
+    assert not st._forgotten

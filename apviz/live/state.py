@@ -115,8 +115,10 @@ class LiveState:
         self._ip_to_mac: dict[str, str] = {}  # from leases and DHCP (authoritative)
         self._neigh_mac: dict[str, str] = {}  # from the neighbour table (fallback)
         self._pairs: dict[tuple[str, str], set[tuple[object, ...]]] = {}
-        # Connections of forgotten devices that the kernel still tracks: the periodic dump must not
-        # bring them back. Dropped when the kernel ends them (DESTROY, or absent from a dump).
+        # Connections the screen is done with that the kernel still tracks: those of forgotten
+        # devices, and ended ones whose hold passed (a closed TCP connection stays in TIME_WAIT for
+        # two minutes). The periodic dump must not bring them back as new connections. Dropped when
+        # the kernel ends them (DESTROY, or absent from a dump).
         self._forgotten: set[tuple[object, ...]] = set()
         self._lan_cache: dict[str, bool] = {}
         # Flow key by original tuple, so a server name finds its flow.
@@ -503,6 +505,8 @@ class LiveState:
                 if not pair:
                     del self._pairs[(rec.client, rec.dst)]
             self._drop_tuple(rec)
+            if len(self._forgotten) < MAX_FORGOTTEN_FLOWS:
+                self._forgotten.add(rec.key)  # ended: the next dump's TIME_WAIT entry is not new
             self._emit(ChangeKind.FLOW_GONE, flow=rec)
         busy = {r.device for r in self.flows.values() if r.closed_at is None}
         wall = time.time()
