@@ -126,6 +126,18 @@ CATALOGUE: list[tuple[str, str, str, str, float, float, str | None, str]] = [
     ("api.mapbox.com", "Mapbox", "US", "Washington", 38.91, -77.04, "tracker", "maps"),
 ]
 
+#: The overlay's company id (data/companies.toml) of each catalogue company that has one: what a
+#: company card is keyed by. Mercado Libre, Shopify, IBM and Mapbox have none (and so no card).
+COMPANY_IDS = {
+    name: name.lower().replace(" ", "")
+    for name in (
+        "Google", "Meta", "Apple", "Microsoft", "Amazon", "ByteDance", "Spotify", "Netflix", "Criteo",
+        "comScore", "Adjust", "AppsFlyer", "Branch", "Outbrain", "Taboola", "Unity", "Snap", "Samsung",
+        "Xiaomi", "Baidu", "Yandex", "BBC", "Wikimedia", "LINE", "Naver", "Roblox", "Epic Games",
+        "Discord", "Duolingo", "Cloudflare",
+    )
+}  # fmt: skip
+
 HOSTNAMES = [
     "mias-iphone",
     "galaxy-s23",
@@ -208,6 +220,7 @@ class FakeWorld:
             lon=round(lon, 4),
             tracker=tracker,
             category=category,
+            company=COMPANY_IDS.get(org),
         )
         place = Place(name or host, address, dest)
         self.places.append(place)

@@ -292,7 +292,7 @@ function compareNodes(a, b) {
 
 /** " dev-cN" for a device node (its colour, shared with the phone page), else "". */
 function colourClass(n) {
-  return n.kind === "device" && n.device ? ` ${deviceClass(n.device)}` : "";
+  return n.kind === "device" && n.device ? ` ${deviceClass(n.device, n.colour)}` : "";
 }
 
 /** The largest number of nodes in one column. */
