@@ -8,7 +8,7 @@
  * ever made up for a company without a card. Text only, through `textContent`.
  */
 
-import { card, loadCards } from "./cards.js";
+import { card, cardsReady, loadCards } from "./cards.js";
 import { language, t } from "./i18n.js";
 import { clip } from "./text.js";
 
@@ -61,7 +61,10 @@ export class Caption {
 
   /** The words changed: load that language's cards and draw the same company again. */
   relanguage() {
-    loadCards(language()).then(() => this.show(this.current));
+    loadCards(language()).then(() => {
+      this.show(this.current);
+      this.next(false);
+    });
   }
 
   /**
@@ -70,6 +73,9 @@ export class Caption {
    * @param {boolean} turn
    */
   next(turn) {
+    // A language whose cards are still on their way: keep what is shown (hiding the box for that
+    // moment would make the charts jump twice).
+    if (!cardsReady(language())) return;
     const ids = this.candidates().map((n) => n.id);
     const stillThere = this.current !== null && ids.includes(this.current);
     if (!turn && stillThere) return;

@@ -43,6 +43,14 @@ export function loadCards(lang) {
 }
 
 /**
+ * Whether the cards of `lang` have arrived (until then, `card()` knows none of them).
+ * @param {string} lang
+ */
+export function cardsReady(lang) {
+  return Object.hasOwn(ready, lang);
+}
+
+/**
  * The card of company `id` in `lang`, or null.
  * @param {unknown} id @param {string} lang
  * @returns {Card|null}

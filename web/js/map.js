@@ -206,6 +206,7 @@ export class MapView {
         y: home[1],
         text: clip(gw.label || t("map.home"), 24), // no label configured: the kiosk's own words
         priority: Infinity,
+        bold: true, // .home-label is bold: measured so, or a country's name could run onto it
         offsets: [[0, -26, "middle"], [16, 0, "start"], [-16, 0, "end"]],
       });
     }
@@ -221,7 +222,8 @@ export class MapView {
         priority: c ? size(c) : size(p),
       });
     }
-    const blocked = home ? [[home[0] - 12, home[1] - 12, home[0] + 12, home[1] + 12]] : [];
+    // The exhibit's mark: the halo (r 14) and a margin, so no country's name sits on it.
+    const blocked = home ? [[home[0] - 18, home[1] - 18, home[0] + 18, home[1] + 18]] : [];
     const spots = placeLabels(requests, { fontSize: font, max: TOP_LABELS + (home ? 1 : 0), bounds, blocked });
     const labels = requests.filter((r) => spots.has(r.key)).map((r) => ({ ...r, spot: spots.get(r.key) }));
     this.gLabels
