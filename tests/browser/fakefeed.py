@@ -126,8 +126,9 @@ CATALOGUE: list[tuple[str, str, str, str, float, float, str | None, str]] = [
     ("api.mapbox.com", "Mapbox", "US", "Washington", 38.91, -77.04, "tracker", "maps"),
 ]
 
-#: The overlay's company id (data/companies.toml) of each catalogue company that has one: what a
-#: company card is keyed by. Mercado Libre, Shopify, IBM and Mapbox have none (and so no card).
+#: The overlay's company id (data/companies.toml) of catalogue companies: what a company card is
+#: keyed by. Mercado Libre, Shopify, IBM and Mapbox are left without one here, to stand for the
+#: companies a describe function knows no id (and so no card) for.
 COMPANY_IDS = {
     name: name.lower().replace(" ", "")
     for name in (
