@@ -1,7 +1,7 @@
 """No label leaves its panel: in real Chromium, at 1280x720, 1920x1080 and 2560x1440, in English,
 German and French, with both views side by side and each alone, every sankey and map label's bounding
-box lies inside its panel, map labels do not cover each other or the exhibit's own mark, and the
-phones on screen have distinct colours."""
+box lies inside its panel, map labels do not cover each other or the exhibit's own mark (whose label
+is shown), and the phones on screen have distinct colours."""
 
 from __future__ import annotations
 
@@ -40,6 +40,7 @@ MEASURE = """() => {
     const p = map.getBoundingClientRect();
     const labels = [...document.querySelectorAll('#map-svg .map-labels text')];
     const halo = document.querySelector('#map-svg .gateway .halo');
+    if (!document.querySelector('#map-svg text.home-label')) out.push(['the exhibit has no label']);
     const mark = halo ? halo.getBoundingClientRect() : null;
     labels.forEach((t, i) => {
       n += 1;
