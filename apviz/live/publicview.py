@@ -142,7 +142,8 @@ class ViewBuilder:
         return hit
 
     def device_label(self, dev: Device | None) -> str:
-        """A hostname in home mode, else the device's pseudonym (never a visitor's own words)."""
+        """Home mode: the DHCP name, else its maker and a short suffix; private modes: the device's
+        pseudonym (never a visitor's own words)."""
         if dev is None:
             return "unknown device"
         return self.privacy.device_label(dev.key, dev.hostname, self.device_id(dev.key), dev.mac)
