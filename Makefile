@@ -1,4 +1,4 @@
-# The two commands of the README: `make demo` and `make test`. Both set up what they need first
+# The two commands of the README: `make demo` (the kiosk; `make demo-top` in the terminal) and `make test`. Both set up what they need first
 # (Debian packages, the virtual environment) and skip each step that is already done.
 
 PY        ?= /usr/bin/python3
@@ -12,7 +12,7 @@ STAMP_PY  := .stamps/venv
 STAMP_DATA := .stamps/data
 STAMP_WEB := .stamps/web
 
-.PHONY: setup demo test lint bench lab-down clean
+.PHONY: setup demo demo-top test lint bench lab-down clean
 
 setup: $(STAMP_APT) $(STAMP_PY) $(STAMP_DATA) $(STAMP_WEB)
 
@@ -48,7 +48,15 @@ $(STAMP_WEB): web/package.json web/package-lock.json $(STAMP_APT)
 	@npm ci --prefix web --ignore-scripts --no-audit --no-fund --loglevel=error
 	@touch $@
 
+# The kiosk first, since it is what apviz is for: a virtual gateway with 4 phones, the web service on
+# it and the address to open (Ctrl-C ends, everything is removed). `make demo-top` shows the same
+# lab in the terminal instead.
+DEMO_PORT ?= 8080
+
 demo: setup
+	$(BIN)/apviz lab --phones 4 --view serve --port $(DEMO_PORT)
+
+demo-top: setup
 	$(BIN)/apviz lab --phones 4
 
 test: setup

@@ -158,6 +158,7 @@ def enricher_describe(enricher: Enricher, hidden: HiddenClassifier | None = None
                 domain=info.registrable,
                 tracker=info.tracker_category,
                 category=company.category if company else None,
+                company=company.key if company is not None and company.source == "apviz" else None,
                 **place,
             )
         if asn is not None and asn.org:
@@ -268,8 +269,17 @@ def build_privacy(cfg: Config, enricher: Enricher) -> Privacy:
     from apviz.live.privacy import Privacy
 
     ex = cfg.exhibit
+
+    def vendor(mac: str) -> str | None:
+        info = enricher.describe_mac(mac)
+        return info.vendor if info is not None and not info.private else None
+
     return Privacy(
-        ex.mode, known_domains(enricher, ex.known_domains), lang=ex.language, forget_after=ex.forget_after
+        ex.mode,
+        known_domains(enricher, ex.known_domains),
+        lang=ex.language,
+        forget_after=ex.forget_after,
+        vendor=vendor,
     )
 
 

@@ -231,7 +231,7 @@ def test_kiosk_shows_lab_phones_companies_and_countries(lab_factory):
                 assert await page.text_content("#count-devices") == "3"
                 assert await page.text_content("#count-companies") == str(len(companies))
 
-                # Each phone has its own colour class, derived from its public id.
+                # Each phone has its own colour class (chosen by the server, distinct while one is free).
                 classes = await page.eval_on_selector_all(
                     "#sankey-svg rect.node.device",
                     "els => els.map(e => [d3.select(e).datum().device, e.getAttribute('class')])",

@@ -28,6 +28,8 @@ class Destination:
     # "private-dns" | "vpn" | "private-relay" (apviz.enrich.hidden): the connection hides where the
     # device goes, and ``org`` says so instead of naming the company that runs the server.
     hidden: str | None = None
+    # The overlay's company id (``criteo``) when ``org`` is a company: what a company card is keyed by.
+    company: str | None = None
 
 
 class Describe(Protocol):

@@ -27,7 +27,7 @@ from enum import StrEnum
 from pathlib import Path
 
 from apviz.live.destinations import Destination
-from apviz.live.pseudonyms import LANGUAGES, Pseudonyms
+from apviz.live.pseudonyms import LANGUAGES, Pseudonyms, home_label
 
 #: The shipped list of well-known domains (one registrable domain per line, ``#`` comments).
 DEFAULT_KNOWN_DOMAINS = Path(__file__).resolve().parents[2] / "data" / "known-domains.txt"
@@ -139,6 +139,7 @@ class Privacy:
         forget_after: float = 600.0,
         salt: bytes | None = None,
         clock: Callable[[], float] = time.monotonic,
+        vendor: Callable[[str], str | None] | None = None,
     ) -> None:
         self.mode = Mode.parse(mode) if isinstance(mode, str) else mode
         self.known = known if known is not None else KnownDomains.shipped()
@@ -149,6 +150,8 @@ class Privacy:
         self.layout: tuple[str, int] | None = None
         self.pseudonyms = Pseudonyms(salt)
         self.clock = clock
+        # MAC -> maker ("Apple"), for home mode's label of a device without a DHCP name.
+        self.vendor = vendor
         self._hidden: dict[str, float] = {}  # device key -> when it was last seen present
         self._cache: dict[tuple[Destination, str], Destination] = {}
 
@@ -164,10 +167,15 @@ class Privacy:
 
     # ------------------------------------------------------------------ devices
 
-    def device_label(self, key: str, hostname: str | None, public_id: str) -> str:
+    def device_label(self, key: str, hostname: str | None, public_id: str, mac: str | None = None) -> str:
         if self.mode.private:
             return self.pseudonyms.name(key, public_id, self.lang)
-        return hostname or "device"
+        maker = self.vendor(mac) if (self.vendor is not None and mac and not hostname) else None
+        return home_label(hostname, maker, public_id)
+
+    def device_colour(self, key: str, public_id: str) -> int:
+        """The device's palette index, in every mode (distinct while the palette has a free one)."""
+        return self.pseudonyms.colour(key, public_id)
 
     def hide(self, key: str) -> None:
         self._hidden[key] = self.clock()

@@ -1,11 +1,12 @@
 """Friendly names for devices on the public screen: "Yellow Fox", "Gelber Fuchs", "Renard jaune".
 
 A visitor chose their phone's DHCP hostname, so in exhibit and classroom modes the kiosk never shows
-it. Instead every device gets a colour and an animal. The colour is the one the kiosk already draws
-the device in (``web/js/colours.js`` derives it from the public id), so "Yellow Fox" is the yellow
-line; the animal is picked from a keyed hash of the device key, a per-run salt and an assignment
-counter. That makes a name stable while the device stays, unguessable from the MAC, and new when the
-device comes back after it was forgotten (the counter moved on, and nothing about it was kept).
+it. Instead every device gets a colour and an animal. The colour is the one the kiosk draws the
+device in (the view carries it as ``colour``: the first colour from the public id's hash that no
+present device has, :func:`free_colour`), so "Yellow Fox" is the yellow line; the animal is picked
+from a keyed hash of the device key, a per-run salt and an assignment counter. That makes a name
+stable while the device stays, unguessable from the MAC, and new when the device comes back after it
+was forgotten (the counter moved on, and nothing about it was kept).
 
 German adjectives decline with the animal's gender without an article ("Gelber Fuchs", "Gelbe
 Eule", "Gelbes Pferd"), so each colour carries its three forms. French puts the colour after the
@@ -129,6 +130,31 @@ def colour_index(public_id: str) -> int:
     return h % len(COLOURS)
 
 
+def free_colour(start: int, taken: set[int]) -> int:
+    """The first colour from ``start`` on that no present device has; ``start`` when all are taken.
+
+    Seven colours for a room of phones: with four phones two of them sharing purple is confusing
+    ("Purple Horse" beside "Purple Lynx"), so while the palette has a free colour nobody shares one.
+    """
+    for step in range(len(COLOURS)):
+        candidate = (start + step) % len(COLOURS)
+        if candidate not in taken:
+            return candidate
+    return start
+
+
+def home_label(hostname: str | None, vendor: str | None, public_id: str) -> str:
+    """A home-mode device's label: its DHCP name, else its maker and a short suffix ("Apple ·3fa").
+
+    Two phones without a name were both "device"; the suffix (three characters of the public id,
+    itself a keyed hash) tells them apart and says nothing about the MAC.
+    """
+    if hostname:
+        return hostname
+    suffix = public_id[-3:] if public_id else "?"
+    return f"{vendor or 'device'} ·{suffix}"
+
+
 def render(colour: int, animal: int, lang: str = "en") -> str:
     """The words for a (colour, animal) pair in ``lang`` (one of :data:`LANGUAGES`)."""
     a = ANIMALS[animal]
@@ -159,7 +185,7 @@ class Pseudonyms:
         hit = self._animals.get(key)
         if hit is not None:
             return hit
-        colour = colour_index(public_id)
+        colour = free_colour(colour_index(public_id), {c for c, _ in self._animals.values()})
         self._counter += 1
         digest = hashlib.blake2s(
             f"{key}\0{self._counter}".encode(), key=self._salt[:32], digest_size=4
@@ -174,6 +200,10 @@ class Pseudonyms:
                 break
         self._animals[key] = (colour, animal)
         return colour, animal
+
+    def colour(self, key: str, public_id: str) -> int:
+        """The palette index the screens draw ``key`` in (the same as its pseudonym's colour word)."""
+        return self.pick(key, public_id)[0]
 
     def name(self, key: str, public_id: str, lang: str = "en") -> str:
         return render(*self.pick(key, public_id), lang=lang)

@@ -142,10 +142,15 @@ class ViewBuilder:
         return hit
 
     def device_label(self, dev: Device | None) -> str:
-        """A hostname in home mode, else the device's pseudonym (never a visitor's own words)."""
+        """Home mode: the DHCP name, else its maker and a short suffix; private modes: the device's
+        pseudonym (never a visitor's own words)."""
         if dev is None:
             return "unknown device"
-        return self.privacy.device_label(dev.key, dev.hostname, self.device_id(dev.key))
+        return self.privacy.device_label(dev.key, dev.hostname, self.device_id(dev.key), dev.mac)
+
+    def device_colour(self, key: str) -> int:
+        """The palette index the screens draw device ``key`` in (``colour`` in the view)."""
+        return self.privacy.device_colour(key, self.device_id(key))
 
     def public(self, name: str | None, address: str, proto: int = 0, dport: int = 0) -> Destination:
         """The description the public view may show (see :mod:`apviz.live.privacy`).
@@ -268,8 +273,11 @@ class ViewBuilder:
                 item["label"] = {"d": "other devices", "o": "other companies", "c": "other places"}[kind]
                 item["other"] = True
             elif kind == "d":
-                item["label"] = self.device_label(by_public_id.get(key))
+                dev = by_public_id.get(key)
+                item["label"] = self.device_label(dev)
                 item["device"] = key
+                if dev is not None:
+                    item["colour"] = self.device_colour(dev.key)
             elif kind == "o":
                 meta = org_meta[key]
                 doms = org_domains.get(key, {})
@@ -279,6 +287,7 @@ class ViewBuilder:
                     category=meta.category,
                     tracker=meta.tracker,
                     hidden=meta.hidden,
+                    company=meta.company,
                     domains=sorted(doms, key=lambda k: (-doms[k], k))[:5],
                 )
             else:
@@ -293,12 +302,23 @@ class ViewBuilder:
         devices = {}
         for key, acc in dev_acc.items():
             pid = self.device_id(key)
-            devices[pid] = {"id": pid, "label": self.device_label(state.devices.get(key)), **acc.json()}
+            devices[pid] = {
+                "id": pid,
+                "label": self.device_label(state.devices.get(key)),
+                "colour": self.device_colour(key),
+                **acc.json(),
+            }
         for key, dev in state.devices.items():  # devices that joined but have no flows yet
             if privacy.hidden(key):
                 continue
             pid = self.device_id(key)
-            devices.setdefault(pid, {"id": pid, "label": self.device_label(dev), **_Acc().json()})
+            if pid not in devices:
+                devices[pid] = {
+                    "id": pid,
+                    "label": self.device_label(dev),
+                    "colour": self.device_colour(key),
+                    **_Acc().json(),
+                }
 
         points = {}
         arcs = {}
@@ -380,6 +400,7 @@ class ViewBuilder:
                     "tracker": d.tracker,
                     "category": d.category,
                     "hidden": d.hidden,
+                    "company": d.company,
                     "bytes": 0,
                     "connections": 0,
                     "open": 0,
@@ -397,6 +418,7 @@ class ViewBuilder:
         return {
             "id": public_id,
             "label": self.device_label(dev),
+            "colour": self.device_colour(key),
             "first_seen": round(dev.first_seen, 3),
             "last_seen": round(dev.last_seen, 3),
             "private_dns_refused": dev.private_dns_refused is not None,

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from starlette.routing import BaseRoute
 
+from apviz.server.cards import card_routes
 from apviz.server.forget import forget_routes
 from apviz.server.join import join_routes
 from apviz.server.operator import operator_routes
@@ -13,5 +14,10 @@ from apviz.service import Service
 
 
 def exhibit_routes(service: Service, web_dir: Path | str | None = None) -> list[BaseRoute]:
-    """``POST /api/me/forget``, the operator console and the join card's QR codes."""
-    return [*forget_routes(service), *operator_routes(service, web_dir), *join_routes(service)]
+    """``POST /api/me/forget``, the operator console, the join card's QR codes and the company cards."""
+    return [
+        *forget_routes(service),
+        *operator_routes(service, web_dir),
+        *join_routes(service),
+        *card_routes(),
+    ]

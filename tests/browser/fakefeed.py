@@ -126,6 +126,19 @@ CATALOGUE: list[tuple[str, str, str, str, float, float, str | None, str]] = [
     ("api.mapbox.com", "Mapbox", "US", "Washington", 38.91, -77.04, "tracker", "maps"),
 ]
 
+#: The overlay's company id (data/companies.toml) of catalogue companies: what a company card is
+#: keyed by. Mercado Libre, Shopify, IBM and Mapbox are left without one here, to stand for the
+#: companies a describe function knows no id (and so no card) for.
+COMPANY_IDS = {
+    name: name.lower().replace(" ", "")
+    for name in (
+        "Google", "Meta", "Apple", "Microsoft", "Amazon", "ByteDance", "Spotify", "Netflix", "Criteo",
+        "comScore", "Adjust", "AppsFlyer", "Branch", "Outbrain", "Taboola", "Unity", "Snap", "Samsung",
+        "Xiaomi", "Baidu", "Yandex", "BBC", "Wikimedia", "LINE", "Naver", "Roblox", "Epic Games",
+        "Discord", "Duolingo", "Cloudflare",
+    )
+}  # fmt: skip
+
 HOSTNAMES = [
     "mias-iphone",
     "galaxy-s23",
@@ -208,6 +221,7 @@ class FakeWorld:
             lon=round(lon, 4),
             tracker=tracker,
             category=category,
+            company=COMPANY_IDS.get(org),
         )
         place = Place(name or host, address, dest)
         self.places.append(place)

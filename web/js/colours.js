@@ -1,9 +1,11 @@
 /**
  * One colour per device, the same on the kiosk and on that device's own phone page.
  *
- * Both pages derive it from the device's public id with this one function, so a visitor who sees
- * "This is you" in orange on the phone finds the orange bar on the big screen. The id is a keyed
- * hash already, so a small string hash of it spreads devices evenly over the palette. The colours
+ * The server picks it (`colour` on the view's devices and device nodes, and on `/api/me`): the
+ * first colour from a hash of the public id that no other present phone has, so four phones get
+ * four colours, and the pseudonym's colour word ("Orange Fox") names that very colour. A visitor
+ * who sees "This is you" in orange on the phone finds the orange bar on the big screen. Without a
+ * server colour (an older recording) both pages fall back to the same small hash of the id. The colours
  * themselves live in base.css (`.dev-c0` … set `--dev`), chosen to stay clear of the company (sky),
  * country (green) and tracker (vermillion) colours; pages use classes, never inline styles, which
  * the pages' Content-Security-Policy would refuse.
@@ -30,8 +32,10 @@ export function deviceColourIndex(id) {
 /**
  * The CSS class that gives an element (and its children) the device's colour as `--dev`.
  * @param {string} id
+ * @param {unknown} [colour] the server's palette index for the device, when it sent one
  * @returns {string}
  */
-export function deviceClass(id) {
-  return `dev-c${deviceColourIndex(id)}`;
+export function deviceClass(id, colour) {
+  const index = Number.isInteger(colour) && Number(colour) >= 0 && Number(colour) < DEVICE_COLOURS ? Number(colour) : deviceColourIndex(id);
+  return `dev-c${index}`;
 }

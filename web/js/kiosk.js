@@ -14,8 +14,12 @@
  * and everything is drawn again in the new words. `view.screen.paused` (the operator froze the
  * picture) and `view.screen.recording` (the attract mode replays a recording) each show a banner,
  * so a frozen or replayed picture is never taken for live.
+ *
+ * The caption (`caption.js`) shows the card of a company on screen, taking turns (`?cards=0` turns
+ * it off, `?cardEvery=12` sets the seconds per card).
  */
 
+import { Caption } from "./caption.js";
 import { MapView } from "./map.js";
 import { SankeyView } from "./sankey.js";
 import { LiveStream } from "./stream.js";
@@ -30,6 +34,8 @@ const urlLayout = LAYOUTS.includes(params.get("layout") || "") ? params.get("lay
 const urlEvery = clampEvery(params.get("every"));
 let metric = params.get("width") === "connections" ? "connections" : "bytes";
 const debug = params.get("debug") === "1";
+const cardsOn = params.get("cards") !== "0";
+const cardEvery = Math.min(120, Math.max(3, Number(params.get("cardEvery")) || 12));
 
 /** @param {string} id */
 const $ = (id) => /** @type {HTMLElement} */ (document.getElementById(id));
@@ -51,6 +57,7 @@ async function main() {
   const map = new MapView(/** @type {any} */ ($("map-svg")), { metric });
   watchSize($("sankey-box"), (w, h) => sankey.resize(w, h));
   watchSize($("map-box"), (w, h) => map.resize(w, h));
+  const caption = cardsOn ? new Caption($("caption"), { every: cardEvery * 1000 }) : null;
 
   const counters = {
     devices: $("count-devices"),
@@ -74,6 +81,7 @@ async function main() {
     const t0 = performance.now();
     sankey.render(view, added, first);
     map.render(view, added);
+    if (caption) caption.update(view, added);
     first = false;
     updateCounters(view);
     updateScreen(view);
@@ -140,6 +148,7 @@ async function main() {
       sankey.render(stream.view, new Map(), true);
       map.render(stream.view, new Map());
     }
+    if (caption) caption.relanguage();
   });
 
   function widthText() {
@@ -174,6 +183,7 @@ async function main() {
       stream,
       view: () => stream.view,
       language,
+      caption,
       timings: () => timings.values(),
       frames: () => frames.values(),
       clearTimings: () => {

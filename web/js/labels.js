@@ -3,14 +3,15 @@
  *
  * Why greedy: with tens of labels and a handful of candidate spots each, trying them in order of
  * traffic and keeping the first spot that overlaps nothing placed before is fast (well under a
- * millisecond) and guarantees the biggest items are always named. Widths are estimated from the
- * character count instead of measured, so placement never forces a layout of the page.
+ * millisecond) and guarantees the biggest items are always named. Widths are measured on a canvas
+ * (`measureText`), which never forces a layout of the page.
  */
 
 /**
  * @typedef {{key: string, x: number, y: number, text: string, priority: number,
- *            offsets?: Array<[number, number, string]>}} LabelRequest
- *   x/y: the anchor point; offsets: candidate [dx, dy, text-anchor] spots, tried in order.
+ *            offsets?: Array<[number, number, string]>, bold?: boolean}} LabelRequest
+ *   x/y: the anchor point; offsets: candidate [dx, dy, text-anchor] spots, tried in order; bold:
+ *   this label is set in bold.
  * @typedef {{key: string, x: number, y: number, anchor: string}} LabelSpot
  */
 
@@ -25,19 +26,20 @@ const DEFAULT_OFFSETS = [
  * Choose spots for at most `max` labels inside `bounds`, most important first.
  * @param {LabelRequest[]} requests
  * @param {{fontSize: number, max?: number, bounds?: [number, number, number, number],
- *          blocked?: Array<[number, number, number, number]>}} opts
- *   bounds: [x0, y0, x1, y1]; blocked: rectangles (same form) no label may cover.
+ *          blocked?: Array<[number, number, number, number]>, bold?: boolean}} opts
+ *   bounds: [x0, y0, x1, y1]; blocked: rectangles (same form) no label may cover; bold: the
+ *   labels are set in bold (measured so).
  * @returns {Map<string, LabelSpot>}
  */
 export function placeLabels(requests, opts) {
-  const { fontSize, max = Infinity, bounds = null, blocked = [] } = opts;
+  const { fontSize, max = Infinity, bounds = null, blocked = [], bold = false } = opts;
   const placed = blocked.map((r) => r.slice());
   const out = new Map();
   const ordered = requests.slice().sort((a, b) => b.priority - a.priority || (a.key < b.key ? -1 : 1));
   const h = fontSize * 1.15;
   for (const req of ordered) {
     if (out.size >= max) break;
-    const w = estimateWidth(req.text, fontSize);
+    const w = estimateWidth(req.text, fontSize, req.bold ?? bold);
     for (const [dx, dy, anchor] of req.offsets || DEFAULT_OFFSETS) {
       const x = req.x + dx;
       const y = req.y + dy;
@@ -55,12 +57,26 @@ export function placeLabels(requests, opts) {
   return out;
 }
 
+/** A canvas context for measuring text (no page layout is forced), or null outside a page. */
+let measurer = /** @type {CanvasRenderingContext2D|null|undefined} */ (undefined);
+const FACE = '"DejaVu Sans", "Liberation Sans", "Noto Sans", system-ui, sans-serif';
+
 /**
- * Rough width of a line of text in the page's sans-serif face.
+ * Width of a line of text in the page's sans-serif face: measured on a canvas when there is one
+ * (exact for the fonts the kiosk really has: an estimate let "United Kingdom" run onto the exhibit's
+ * mark and country names past the sankey's edge), else estimated from the characters.
  * @param {string} text
  * @param {number} fontSize
+ * @param {boolean} [bold]
  */
-export function estimateWidth(text, fontSize) {
+export function estimateWidth(text, fontSize, bold = false) {
+  if (measurer === undefined) {
+    measurer = typeof document !== "undefined" ? document.createElement("canvas").getContext("2d") : null;
+  }
+  if (measurer) {
+    measurer.font = `${bold ? "700 " : ""}${fontSize}px ${FACE}`;
+    return measurer.measureText(text).width;
+  }
   let units = 0;
   for (const ch of text) {
     if ("il.,:;'|!".includes(ch)) units += 0.3;
@@ -68,7 +84,7 @@ export function estimateWidth(text, fontSize) {
     else if (ch >= "A" && ch <= "Z") units += 0.68;
     else units += 0.56;
   }
-  return units * fontSize;
+  return units * fontSize * (bold ? 1.08 : 1);
 }
 
 /** @param {number[]} a @param {number[]} b */

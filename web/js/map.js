@@ -14,7 +14,7 @@
  */
 
 import { featureAlpha2 } from "./iso3166.js";
-import { placeLabels } from "./labels.js";
+import { estimateWidth, placeLabels } from "./labels.js";
 import { countryName, t } from "./i18n.js";
 import { clip } from "./text.js";
 import { d3, topojson } from "./vendor.js";
@@ -199,16 +199,18 @@ export class MapView {
       if (!best || size(p) > size(best)) byCountry.set(p.country, p);
     }
     const requests = [];
-    if (home) {
-      requests.push({
-        key: "gateway",
-        x: home[0],
-        y: home[1],
-        text: clip(gw.label || t("map.home"), 24), // no label configured: the kiosk's own words
-        priority: Infinity,
-        offsets: [[0, -26, "middle"], [16, 0, "start"], [-16, 0, "end"]],
-      });
-    }
+    const homeRequest = home
+      ? {
+          key: "gateway",
+          x: home[0],
+          y: home[1],
+          text: clip(gw.label || t("map.home"), 24), // no label configured: the kiosk's own words
+          priority: Infinity,
+          bold: true, // .home-label is bold: measured so, or a country's name could run onto it
+          offsets: [[0, -26, "middle"], [16, 0, "start"], [-16, 0, "end"]],
+        }
+      : null;
+    if (homeRequest) requests.push(homeRequest);
     for (const [code, p] of byCountry) {
       const c = countries[code];
       const xy = proj([p.lon, p.lat]);
@@ -221,8 +223,19 @@ export class MapView {
         priority: c ? size(c) : size(p),
       });
     }
-    const blocked = home ? [[home[0] - 12, home[1] - 12, home[0] + 12, home[1] + 12]] : [];
-    const spots = placeLabels(requests, { fontSize: font, max: TOP_LABELS + (home ? 1 : 0), bounds, blocked });
+    // The exhibit's own label first (it may sit by its mark), then the countries, kept off the mark
+    // (the halo, r 14, and a margin) and off that label.
+    const spots = homeRequest ? placeLabels([homeRequest], { fontSize: font, bounds }) : new Map();
+    const blocked = home ? [[home[0] - 18, home[1] - 18, home[0] + 18, home[1] + 18]] : [];
+    const homeSpot = spots.get("gateway");
+    if (homeRequest && homeSpot) {
+      const w = estimateWidth(homeRequest.text, font, true);
+      const h = font * 1.15;
+      const x0 = homeSpot.anchor === "start" ? homeSpot.x : homeSpot.anchor === "end" ? homeSpot.x - w : homeSpot.x - w / 2;
+      blocked.push([x0 - 3, homeSpot.y - h / 2 - 2, x0 + w + 3, homeSpot.y + h / 2 + 2]);
+    }
+    const others = requests.filter((r) => r !== homeRequest);
+    for (const [k, v] of placeLabels(others, { fontSize: font, max: TOP_LABELS, bounds, blocked })) spots.set(k, v);
     const labels = requests.filter((r) => spots.has(r.key)).map((r) => ({ ...r, spot: spots.get(r.key) }));
     this.gLabels
       .selectAll("text")

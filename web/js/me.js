@@ -21,11 +21,16 @@
  * go (private DNS, a VPN, Apple's relay) come with one sentence each on what that means and how to
  * see the names, and a phone whose strict private DNS the network refused is told why names are missing.
  *
+ * Tapping a company that has a card (`company` on a destination, `/api/cards/{lang}`) opens what it
+ * does, why it wants data, where it is based and who owns it, in the page's language; a company
+ * without a card has no button, so no text is invented for it.
+ *
  * "Forget me now" POSTs `/api/me/forget` (same origin: the browser sends Origin) and then shows a
  * confirmation instead of the list: the phone keeps talking, and the page must not fill in again
  * as if nothing happened.
  */
 
+import { card, cardNodes, loadCards } from "./cards.js";
 import { deviceClass } from "./colours.js";
 import { countryName, language, setLanguage, t } from "./i18n.js";
 import { clip, DEFAULT_ATTRIBUTION, formatBytes, formatCount, HIDDEN, setText } from "./text.js";
@@ -59,11 +64,16 @@ const $ = (id) => /** @type {HTMLElement} */ (document.getElementById(id));
  * @typedef {{id: string, label: string, bytes: number, connections: number, trackers: number,
  *            destinations: Destination[], attribution?: string, private_dns_refused?: boolean}} Detail
  * @typedef {{org: string, tracker: boolean, bytes: number, connections: number, hidden: string|null,
- *            names: Map<string, number>, places: Map<string, number>, sources: Set<string>}} Company
+ *            company: string|null, names: Map<string, number>, places: Map<string, number>,
+ *            sources: Set<string>}} Company
  */
 
 /** @type {EventSource|null} */
 let source = null;
+/** Companies whose card the visitor opened (by company id), kept across redraws. */
+const openCards = new Set();
+/** @type {Detail|null} the last detail drawn, redrawn when the cards of a language arrive */
+let lastDetail = null;
 let timer = 0;
 let forgotten = false;
 /** The live line's state and catalogue key, kept so a language switch can redraw it. */
@@ -93,9 +103,14 @@ const english = setLanguage("en");
  */
 async function follow(lang) {
   await english;
-  if (typeof lang !== "string" || lang === language()) return;
-  await setLanguage(lang);
-  setText($("live"), t(liveKey));
+  if (typeof lang === "string" && lang !== language()) {
+    await setLanguage(lang);
+    setText($("live"), t(liveKey));
+  }
+  const want = language();
+  loadCards(want).then(() => {
+    if (lastDetail && language() === want) render(lastDetail);
+  });
 }
 
 function clearDetail() {
@@ -191,9 +206,10 @@ export function companies(dests) {
     const key = String(d.org ?? "unknown");
     let c = byOrg.get(key);
     if (!c) {
-      c = { org: key, tracker: false, bytes: 0, connections: 0, hidden: null, names: new Map(), places: new Map(), sources: new Set() };
+      c = { org: key, tracker: false, bytes: 0, connections: 0, hidden: null, company: null, names: new Map(), places: new Map(), sources: new Set() };
       byOrg.set(key, c);
     }
+    if (!c.company && typeof d.company === "string" && d.company) c.company = d.company;
     if (typeof d.hidden === "string" && Object.hasOwn(HIDDEN, d.hidden)) c.hidden = d.hidden;
     for (const s of Array.isArray(d.name_sources) ? d.name_sources : []) {
       if (Object.hasOwn(SOURCES, s)) c.sources.add(s);
@@ -235,11 +251,12 @@ export function countries(dests) {
 /** @param {Detail} detail */
 function render(detail) {
   if (forgotten) return;
+  lastDetail = detail;
   message("");
   $("summary").hidden = false;
   const you = $("you");
   for (const cls of [...you.classList]) if (cls.startsWith("dev-c")) you.classList.remove(cls);
-  you.classList.add(deviceClass(detail.id));
+  you.classList.add(deviceClass(detail.id, detail.colour));
   setText($("device-label"), clip(detail.label, 40));
 
   const dests = Array.isArray(detail.destinations) ? detail.destinations : [];
@@ -327,6 +344,27 @@ function companyRow(c) {
   if (words.length) {
     const source = el("div", c.sources.has("shared") ? "source shared" : "source", `${t("me.source.head")} ${words.join(" · ")}`);
     li.append(source);
+  }
+  const info = c.hidden ? null : card(c.company, language());
+  if (info && c.company) {
+    const id = c.company;
+    const open = openCards.has(id);
+    const button = /** @type {HTMLButtonElement} */ (el("button", "card-toggle", t(open ? "me.card.hide" : "me.card.show")));
+    button.type = "button";
+    button.setAttribute("aria-expanded", String(open));
+    button.dataset.company = id;
+    button.addEventListener("click", () => {
+      if (openCards.has(id)) openCards.delete(id);
+      else openCards.add(id);
+      if (lastDetail) render(lastDetail);
+    });
+    li.append(button);
+    if (open) {
+      const box = el("div", "card", "");
+      box.dataset.company = id;
+      box.append(...cardNodes(info, c.org, "h3"));
+      li.append(box);
+    }
   }
   return li;
 }

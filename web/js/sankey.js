@@ -98,7 +98,6 @@ export class SankeyView {
     const H = this.height;
     const font = Math.max(16, Math.min(26, Math.round(H / 34)));
     const top = Math.round(font * 2.4);
-    const right = Math.round(W * 0.19);
     const svgNodes = Object.values(view.nodes || {});
     const known = new Set(svgNodes.map((n) => n.id));
     const rawLinks = Object.values(view.links || {}).filter((l) => known.has(l.source) && known.has(l.target));
@@ -121,6 +120,22 @@ export class SankeyView {
     const need = deviceAmounts ? widest : widestName;
     const left = Math.round(Math.max(W * 0.18, Math.min(need, room) + 24));
     const deviceFont = need > room ? Math.max(11, Math.floor((font * room) / need)) : font;
+    // The countries' labels stand right of their column, within the panel: the same rule on that
+    // side (a German "Vereinigte Staaten" and its amount ran past the panel's edge with a fixed
+    // margin). Measured as drawn: tracker names are bold.
+    let widestCountryName = 0;
+    let widestCountry = 0;
+    for (const n of svgNodes) {
+      if (n.kind !== "country") continue;
+      const bold = Boolean(n.tracker);
+      widestCountryName = Math.max(widestCountryName, estimateWidth(labelText(n), font * 1.05, bold));
+      widestCountry = Math.max(widestCountry, estimateWidth(`${labelText(n)}  ${amountText(n, metric)}`, font * 1.05, bold));
+    }
+    const roomRight = W * 0.3 - 24;
+    const countryAmounts = widestCountry <= roomRight;
+    const needRight = countryAmounts ? widestCountry : widestCountryName;
+    const right = Math.round(Math.max(W * 0.12, Math.min(needRight, roomRight) + 24));
+    const countryFont = needRight > roomRight ? Math.max(11, Math.floor((font * roomRight) / needRight)) : font;
     const total = rawLinks.reduce((s, l) => s + (l[metric] || 0), 0);
     const floor = Math.max(total / 350, metric === "bytes" ? 1 : 0.05);
 
@@ -221,13 +236,14 @@ export class SankeyView {
             key: n.id,
             x: (col === 0 ? n.x0 : n.x1),
             y: (n.y0 + n.y1) / 2,
-            text: col === 0 && !deviceAmounts ? labelText(n) : labelText(n) + "  " + amountText(n, metric),
+            text: (col === 0 && !deviceAmounts) || (col === 2 && !countryAmounts) ? labelText(n) : labelText(n) + "  " + amountText(n, metric),
             priority: n.value,
+            bold: Boolean(n.tracker),
             offsets: [[dx, 0, anchor]],
           };
         });
       // Width is not limited here (labels of one column never meet another column's).
-      const size = (col === 0 ? deviceFont : font) * 1.05;
+      const size = (col === 0 ? deviceFont : col === 2 ? countryFont : font) * 1.05;
       for (const [k, v] of placeLabels(requests, { fontSize: size })) spots.set(k, v);
     }
     this.gLabels
@@ -248,12 +264,14 @@ export class SankeyView {
         (update) => update,
         (exit) => exit.classed("exiting", true).transition(tween).style("opacity", 0).remove(),
       )
-      .style("font-size", (d) => `${d.layer === 0 ? deviceFont : font}px`)
+      .style("font-size", (d) => `${d.layer === 0 ? deviceFont : d.layer === 2 ? countryFont : font}px`)
       .classed("tracker", (d) => Boolean(d.tracker))
       .classed("hidden", (d) => !spots.has(d.id))
       .call((sel) => sel.select("tspan.name").text(labelText))
       .call((sel) =>
-        sel.select("tspan.amount").text((d) => (d.layer === 0 && !deviceAmounts ? "" : amountText(d, metric))),
+        sel
+          .select("tspan.amount")
+          .text((d) => ((d.layer === 0 && !deviceAmounts) || (d.layer === 2 && !countryAmounts) ? "" : amountText(d, metric))),
       )
       .transition(tween)
       .attr("transform", (d) => labelTransform(d, spots));
@@ -292,7 +310,7 @@ function compareNodes(a, b) {
 
 /** " dev-cN" for a device node (its colour, shared with the phone page), else "". */
 function colourClass(n) {
-  return n.kind === "device" && n.device ? ` ${deviceClass(n.device)}` : "";
+  return n.kind === "device" && n.device ? ` ${deviceClass(n.device, n.colour)}` : "";
 }
 
 /** The largest number of nodes in one column. */
