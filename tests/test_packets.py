@@ -304,5 +304,47 @@ def test_ruleset_only_logs_and_replaces_a_leftover_first() -> None:
     assert "policy accept;" in text and "hook forward" in text
     assert any("ct original packets 1-6" in r for r in rules)
     # TCP data is copied only until the server answers: the hello, not the requests after it.
-    tls_rules = [r for r in rules if "apviz-tls" in r]
-    assert tls_rules and all("ct reply bytes < 1024" in r for r in tls_rules)
+    tls_rules = [r for r in rules if "apviz-tls" in r or "apviz-quic" in r]
+    assert len(tls_rules) == 3 and all("ct reply bytes < 1024" in r for r in tls_rules)
+
+
+def test_a_later_quic_initial_with_the_servers_connection_id_is_not_malformed(tmp_path: Path) -> None:
+    """After the server answered, the client's Initials carry the server's connection id: their keys
+    come from the first id, which an observer of that packet alone cannot know. They are counted
+    apart (the capture rules do not even copy them: see the ruleset test), not as malformed."""
+    import time
+
+    from aioquic.quic.configuration import QuicConfiguration
+    from aioquic.quic.connection import QuicConnection
+
+    from apviz.lab.ca import make_ca
+    from apviz.sources.capture import PREFIX_QUIC
+
+    ca = make_ca(tmp_path, ["quic.example.org"])
+    client_cfg = QuicConfiguration(is_client=True, server_name="quic.example.org", alpn_protocols=["x"])
+    client_cfg.load_verify_locations(str(ca.ca_cert))
+    server_cfg = QuicConfiguration(is_client=False, alpn_protocols=["x"])
+    server_cfg.load_cert_chain(str(ca.cert), str(ca.key))
+    now = time.time()
+    client = QuicConnection(configuration=client_cfg)
+    client.connect((SERVER, 443), now=now)
+    first = [d for d, _ in client.datagrams_to_send(now=now)]
+    dec = PacketDecoder()
+    events = feed_all(dec, [ip(PHONE, SERVER, 17, udp(50000, 443, d)) for d in first], PREFIX_QUIC)
+    assert [e.name for e in events] == ["quic.example.org"]  # type: ignore[attr-defined]
+    server = None
+    for d in first:
+        server = server or QuicConnection(
+            configuration=server_cfg, original_destination_connection_id=d[6 : 6 + d[5]]
+        )
+        server.receive_datagram(d, (PHONE, 50000), now=now)
+    assert server is not None
+    for d, _ in server.datagrams_to_send(now=now):
+        client.receive_datagram(d, (SERVER, 443), now=now)
+    later = [d for d, _ in client.datagrams_to_send(now=now) if d[0] & 0x80 and len(d) >= 1200]
+    assert later, "the client's second flight has a padded Initial"
+    feed_all(dec, [ip(PHONE, SERVER, 17, udp(50000, 443, d)) for d in later], PREFIX_QUIC)
+    assert dec.counts["quic_later_initials"] == len(later) and dec.counts["malformed_quic"] == 0
+    # The same datagram from a connection never seen before is malformed (nothing explains it).
+    feed_all(dec, [ip(PHONE, SERVER, 17, udp(50001, 443, later[0]))], PREFIX_QUIC)
+    assert dec.counts["malformed_quic"] == 1

@@ -22,7 +22,9 @@ they need ``net.netfilter.nf_conntrack_acct=1``, which apviz requires for byte c
   whose server flight is shorter than ``server_bytes`` costs a few wasted copies, never a name.
   Each rule also counts what it copied (``nft list table inet apviz_capture``).
 * ``apviz-quic``: UDP, original direction, any port, packets 1 to ``quic_packets`` that are long
-  header packets (first bits 11) of at least 1200 bytes: a client's Initial is always padded so.
+  header packets (first bits 11) of at least 1200 bytes (a client's Initial is always padded so),
+  sent before the server's answer (``ct reply bytes``, as for TCP): the client's later Initials carry
+  the server's connection id, whose keys an observer cannot derive, so they are not copied.
 * ``apviz-dns``: UDP or TCP from source port 53 in the reply direction: answers of resolvers other
   than the gateway's dnsmasq (whose answers leave through the output hook and never pass here).
 
@@ -86,7 +88,7 @@ class CaptureRules:
         tcp = f"meta l4proto tcp ct direction original ct original packets 1-{self.tcp_packets}"
         quic = (
             f"meta l4proto udp ct direction original ct original packets 1-{self.quic_packets} "
-            "udp length >= 1208 @th,64,2 3"
+            f"ct reply bytes < {self.server_bytes} udp length >= 1208 @th,64,2 3"
         )
         dns = f"ct direction reply ct reply packets 1-{self.dns_packets} udp sport 53"
         dns_tcp = f"ct direction reply ct reply packets 1-{self.dns_tcp_packets} tcp sport 53"

@@ -179,6 +179,10 @@ class PacketDecoder:
         self.counts: collections.Counter[str] = collections.Counter()
         self._streams: dict[StreamKey, _Stream] = {}  # insertion order is age order
         self._refused: dict[tuple[str, str, int, int], float] = {}
+        # Connections (5-tuples) whose first Initial was read: a later Initial of theirs carries the
+        # server's connection id, whose keys no observer can derive (they come from the first one):
+        # unreadable by design, not malformed. Bounded like the streams.
+        self._quic_read: collections.OrderedDict[tuple[str, int, str, int], None] = collections.OrderedDict()
 
     @property
     def in_progress(self) -> int:
@@ -312,11 +316,16 @@ class PacketDecoder:
         if not quic.looks_like_initial(datagram):
             self.counts["not_quic"] += 1
             return []
+        conn = (seg.src, seg.sport, seg.dst, seg.dport)
         try:
             initials = quic.parse_initials(datagram)
         except quic.QuicError:
-            self.counts["malformed_quic"] += 1
+            self.counts["quic_later_initials" if conn in self._quic_read else "malformed_quic"] += 1
             return []
+        self._quic_read[conn] = None
+        self._quic_read.move_to_end(conn)
+        while len(self._quic_read) > self.max_flows:
+            self._quic_read.popitem(last=False)
         events: list[Event] = []
         for initial in initials:
             self.counts["quic_initials"] += 1
