@@ -232,7 +232,8 @@ export class GlobeView {
       arc.endLng = a.lon;
       arc.tracker = Boolean(a.tracker);
       arc.color = arc.tracker ? TRACKER : ARC;
-      arc.stroke = STROKES[Math.min(STROKES.length - 1, Math.floor(Math.sqrt(size(a) / maxA) * STROKES.length))];
+      arc.level = widthStep(arc.level, Math.sqrt(size(a) / maxA) * STROKES.length);
+      arc.stroke = STROKES[arc.level];
       arc.dashLength = flowing ? 0.4 : 1;
       arc.dashGap = flowing ? 0.2 : 0;
       arc.dashTime = flowing ? 1800 : 0;
@@ -356,6 +357,21 @@ export class GlobeView {
     }
     return { width: w, height: h, lit, colours: colours.size, vermillion };
   }
+}
+
+/**
+ * The width step for an arc whose traffic puts it at `raw` (0..STROKES.length), keeping its
+ * current step unless it moved a fifth of a step past either edge: an arc near a boundary would
+ * otherwise flip every update, and every flip rebuilds the arcs in globe.gl.
+ * @param {number|undefined} current
+ * @param {number} raw
+ */
+function widthStep(current, raw) {
+  const top = STROKES.length - 1;
+  const plain = Math.min(top, Math.floor(raw));
+  if (current === undefined) return plain;
+  if (raw >= current - 0.2 && raw < current + 1.2) return current;
+  return plain;
 }
 
 /** The point halfway along the great circle between two places, as [lat, lng]. */
