@@ -225,7 +225,7 @@ def test_hostile_names_are_shown_as_text():
             assert any(n.startswith("<img src=x") for n in names), names
             assert any(n.startswith("<script>") for n in names), names
             assert await page.evaluate("document.querySelectorAll('img').length") == 0
-            assert await page.evaluate("document.querySelectorAll('script').length") == 6  # ours only
+            assert await page.evaluate("document.querySelectorAll('script').length") == 4  # ours only
             assert await page.evaluate("typeof window.__pwned") == "undefined"
 
             # The phone page shows the same names, whole, as text.

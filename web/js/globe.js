@@ -60,6 +60,35 @@ export function globeLoaded() {
   return typeof g.Globe === "function" && Boolean(g.THREE && g.THREE.REVISION);
 }
 
+/** @type {Promise<void>|null} */
+let loading = null;
+
+/**
+ * Load three.js and globe.gl, once, the first time the globe is to be shown. Not with the page:
+ * merely evaluating globe.gl's file starts three of its frame tickers (requestAnimationFrame at
+ * 60 Hz, about 6% of a core in headless Chromium) that its pause does not stop, so a kiosk that
+ * never shows the globe must not load it at all. three first (three-global.js), then globe.gl's
+ * UMD file as a same-origin `<script>` (allowed by `script-src 'self'`).
+ * @returns {Promise<void>} rejects when WebGL or a vendored file is missing
+ */
+export function loadGlobe() {
+  if (!loading) {
+    loading = (async () => {
+      if (!webglAvailable()) throw new Error("apviz: this browser does not draw WebGL");
+      await import("./three-global.js");
+      await new Promise((resolve, reject) => {
+        const script = document.createElement("script");
+        script.src = "/vendor/globe.gl.min.js";
+        script.onload = resolve;
+        script.onerror = () => reject(new Error("apviz: /vendor/globe.gl.min.js is missing (npm ci --prefix web)"));
+        document.head.append(script);
+      });
+      if (!globeLoaded()) throw new Error("apviz: globe.gl did not load");
+    })();
+  }
+  return loading;
+}
+
 export class GlobeView {
   /**
    * @param {HTMLElement} box the element the canvas goes in

@@ -17,7 +17,7 @@
  */
 
 import { MapView } from "./map.js";
-import { GlobeView, globeLoaded, webglAvailable } from "./globe.js";
+import { GlobeView, loadGlobe } from "./globe.js";
 import { SankeyView } from "./sankey.js";
 import { LiveStream } from "./stream.js";
 import { language, onLanguage, setLanguage, t } from "./i18n.js";
@@ -50,14 +50,27 @@ async function main() {
   const map = new MapView(/** @type {any} */ ($("map-svg")), { metric });
   watchSize($("sankey-box"), (w, h) => sankey.resize(w, h));
   watchSize($("map-box"), (w, h) => map.resize(w, h));
-  // The globe, when this browser draws WebGL and the server has its files; otherwise the "globe"
-  // layout shows the flat map and the rotation takes turns between the two flat views.
-  const globe = globeLoaded() && webglAvailable() ? new GlobeView($("globe-box"), { metric }) : null;
-  if (globe) {
-    $("globe-panel").hidden = false;
-    watchSize($("globe-box"), (w, h) => globe.resize(w, h));
-  }
-  const layout = new Layout($("stage"), globe);
+  // The globe, loaded and made the first time it is shown (globe.js says why not before). When
+  // this browser draws no WebGL or the server lacks globe.gl's files, the "globe" layout shows
+  // the flat map and the turns skip it.
+  /** @type {GlobeView|null} */
+  let globe = null;
+  /** @type {any} the latest view, for a globe made after it arrived */
+  let latest = null;
+  /** @type {Promise<GlobeView>|null} */
+  let making = null;
+  const makeGlobe = () => {
+    making ||= loadGlobe().then(() => {
+      $("globe-panel").hidden = false;
+      const made = new GlobeView($("globe-box"), { metric });
+      globe = made;
+      watchSize($("globe-box"), (w, h) => made.resize(w, h));
+      if (latest) made.render(latest, new Map());
+      return made;
+    });
+    return making;
+  };
+  const layout = new Layout($("stage"), "WebGLRenderingContext" in window ? makeGlobe : null);
   layout.set(urlLayout, urlEvery);
 
   const counters = {
@@ -107,6 +120,7 @@ async function main() {
   function onUpdate(update, applyMs) {
     if (!pending) pending = { view: update.view, added: new Map(), applyMs: 0, since: performance.now() };
     pending.view = update.view;
+    latest = update.view;
     pending.applyMs += applyMs;
     for (const [key, ids] of update.added) {
       const set = pending.added.get(key) || new Set();
@@ -196,7 +210,9 @@ async function main() {
       language,
       timings: () => timings.values(),
       frames: () => frames.values(),
-      globe,
+      get globe() {
+        return globe;
+      },
       globeTimings: () => globeTimings.values(),
       clearTimings: () => {
         timings.clear();
@@ -218,11 +234,13 @@ function clampEvery(value) {
  * with the timer off. Without a globe (no WebGL), `globe` shows the map and the turns skip it.
  */
 class Layout {
-  /** @param {HTMLElement} stage @param {GlobeView|null} globe */
-  constructor(stage, globe) {
+  /** @param {HTMLElement} stage @param {(() => Promise<GlobeView>)|null} makeGlobe null without WebGL */
+  constructor(stage, makeGlobe) {
     this.stage = stage;
-    this.globe = globe;
-    this.views = globe ? ["sankey", "map", "globe"] : ["sankey", "map"];
+    this.makeGlobe = makeGlobe;
+    /** @type {GlobeView|null} */
+    this.globe = null;
+    this.views = makeGlobe ? ["sankey", "map", "globe"] : ["sankey", "map"];
     this.name = "";
     this.every = 0;
     /** @type {number|undefined} */
@@ -254,9 +272,28 @@ class Layout {
 
   /** @param {string} view the single view on stage ("" when side by side) */
   show(view) {
-    if (view === "globe" && !this.globe) view = "map";
+    if (view === "globe" && !this.globe) {
+      if (this.makeGlobe) this.#make(this.makeGlobe);
+      else view = "map";
+    }
     if (view) this.stage.dataset.active = view;
     if (this.globe) this.globe.setVisible(view === "globe");
+  }
+
+  /** Load and make the globe; show it if it is still wanted, or give up on it for good. */
+  #make(/** @type {() => Promise<GlobeView>} */ makeGlobe) {
+    makeGlobe().then(
+      (globe) => {
+        this.globe = globe;
+        globe.setVisible(this.stage.dataset.active === "globe");
+      },
+      (err) => {
+        console.warn(String(err && err.message ? err.message : err));
+        this.makeGlobe = null;
+        this.views = ["sankey", "map"];
+        if (this.stage.dataset.active === "globe") this.show("map");
+      },
+    );
   }
 }
 

@@ -6,8 +6,8 @@
  * inline script the pages' Content-Security-Policy forbids. Its UMD file needs nothing, and every
  * part of it (renderer, layers, materials) takes `window.THREE` when there is one instead of the
  * copy of three bundled inside it. three's own ES build has relative imports only
- * (three.module.js -> ./three.core.js), so it loads as a plain module from /vendor/. Module scripts
- * and `defer` scripts run in document order, so index.html lists this file before globe.gl's.
+ * (three.module.js -> ./three.core.js), so it loads as a plain module from /vendor/. globe.js
+ * imports this file before it adds globe.gl's script, when the globe is first shown.
  */
 
 import * as THREE from "/vendor/three.module.js";
