@@ -53,8 +53,9 @@ class Mode(StrEnum):
             raise ValueError(f"exhibit.mode must be one of {known}, got {value!r}") from None
 
 
-#: What the kiosk shows: both views side by side, one of them, or one at a time in turn.
-LAYOUTS = ("side", "sankey", "map", "rotate")
+#: What the kiosk shows: the two flat views side by side, one view alone (the 3D globe too), or one
+#: at a time in turn (the globe among them when the kiosk's browser draws WebGL).
+LAYOUTS = ("side", "sankey", "map", "globe", "rotate")
 
 
 def check_layout(layout: str, every: float) -> tuple[str, int]:

@@ -23,8 +23,21 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from apviz.server.lang import page_in_language
 
+#: The only inline styles allowed, by their exact SHA-256: the three small stylesheets globe.gl's UMD
+#: file puts in ``<style>`` elements when it loads (a pointer cursor, its tooltip, its navigation
+#: hint), and the empty element it appends before filling each in. Style attributes stay forbidden
+#: (a hash never allows them). tests/test_globe.py recomputes the hashes from the vendored file, so a
+#: globe.gl update that changes them fails there instead of quietly logging CSP errors on the kiosk.
+GLOBE_STYLE_HASHES = (
+    "47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=",  # the empty <style> before its text goes in
+    "GRFgt45UbKYCV14/Fqy6H9EB3zlAwSnH4xbsYt03Q6M=",  # .scene-container .clickable
+    "9xjtvxMT1ApHlgn9ohbh2FNfvK5Tqtzy94BjfXBeMSY=",  # .float-tooltip-kap
+    "yfc2FhpkFR0EAy3T+zDsaAFGXSP9B3ELNvaJKDzNhkk=",  # .scene-nav-info
+)
+_STYLE_SRC = " ".join(["'self'", *(f"'sha256-{h}'" for h in GLOBE_STYLE_HASHES)])
 CSP = (
-    "default-src 'self'; connect-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
+    "default-src 'self'; connect-src 'self'; img-src 'self' data:; "
+    f"style-src {_STYLE_SRC}; script-src 'self'; "
     "object-src 'none'; base-uri 'none'; frame-ancestors 'none'"
 )
 SECURITY_HEADERS = {
@@ -44,6 +57,12 @@ VENDOR = {
     "d3-sankey.min.js": "d3-sankey/dist/d3-sankey.min.js",
     "topojson-client.min.js": "topojson-client/dist/topojson-client.min.js",
     "countries-110m.json": "world-atlas/countries-110m.json",
+    # The globe: three's ES module build (two files, relative imports only, so no import map) and
+    # globe.gl's UMD file, which uses the page's ``window.THREE`` (web/js/three-global.js) instead
+    # of the copy bundled inside it, so the three that draws is the pinned one.
+    "three.module.js": "three/build/three.module.js",
+    "three.core.js": "three/build/three.core.js",
+    "globe.gl.min.js": "globe.gl/dist/globe.gl.min.js",
 }
 
 

@@ -6,7 +6,7 @@
  * state a little later instead of queueing work, and a hidden tab draws nothing at all.
  *
  * URL options: `?layout=rotate&every=20` shows one view at a time, switching every 20 s
- * (5..600; also `sankey` or `map` alone) until the operator chooses views (`view.screen.layout`
+ * (5..600; also `sankey`, `map` or `globe` alone; the globe takes its turn when WebGL works) until the operator chooses views (`view.screen.layout`
  * and `rotate_every`), which then apply; `?width=connections` sizes lines by connection counts instead of bytes; `?debug=1`
  * exposes `window.apviz` (view, timings) for the tests and the render benchmark.
  *
@@ -21,6 +21,7 @@
 
 import { Caption } from "./caption.js";
 import { MapView } from "./map.js";
+import { GlobeView, loadGlobe } from "./globe.js";
 import { SankeyView } from "./sankey.js";
 import { LiveStream } from "./stream.js";
 import { language, onLanguage, setLanguage, t } from "./i18n.js";
@@ -29,7 +30,7 @@ import { requireVendor } from "./vendor.js";
 import "./join.js"; // the join card (Wi-Fi and phone-page QR codes), when configured
 
 const params = new URLSearchParams(location.search);
-const LAYOUTS = ["side", "sankey", "map", "rotate"];
+const LAYOUTS = ["side", "sankey", "map", "globe", "rotate"];
 const urlLayout = LAYOUTS.includes(params.get("layout") || "") ? params.get("layout") : "side";
 const urlEvery = clampEvery(params.get("every"));
 let metric = params.get("width") === "connections" ? "connections" : "bytes";
@@ -51,13 +52,33 @@ async function main() {
     document.body.classList.add("broken");
     throw err;
   }
-  const layout = new Layout($("stage"));
-  layout.set(urlLayout, urlEvery);
   const sankey = new SankeyView(/** @type {any} */ ($("sankey-svg")), { metric });
   const map = new MapView(/** @type {any} */ ($("map-svg")), { metric });
   watchSize($("sankey-box"), (w, h) => sankey.resize(w, h));
   watchSize($("map-box"), (w, h) => map.resize(w, h));
   const caption = cardsOn ? new Caption($("caption"), { every: cardEvery * 1000 }) : null;
+  // The globe, loaded and made the first time it is shown (globe.js says why not before). When
+  // this browser draws no WebGL or the server lacks globe.gl's files, the "globe" layout shows
+  // the flat map and the turns skip it.
+  /** @type {GlobeView|null} */
+  let globe = null;
+  /** @type {any} the latest view, for a globe made after it arrived */
+  let latest = null;
+  /** @type {Promise<GlobeView>|null} */
+  let making = null;
+  const makeGlobe = () => {
+    making ||= loadGlobe().then(() => {
+      $("globe-panel").hidden = false;
+      const made = new GlobeView($("globe-box"), { metric });
+      globe = made;
+      watchSize($("globe-box"), (w, h) => made.resize(w, h));
+      if (latest) made.render(latest, new Map());
+      return made;
+    });
+    return making;
+  };
+  const layout = new Layout($("stage"), "WebGLRenderingContext" in window ? makeGlobe : null);
+  layout.set(urlLayout, urlEvery);
 
   const counters = {
     devices: $("count-devices"),
@@ -67,6 +88,7 @@ async function main() {
   };
   const timings = new Ring(2000);
   const frames = new Ring(2000);
+  const globeTimings = new Ring(2000);
 
   /** @type {{view: any, added: Map<string, Set<string>>, applyMs: number, since: number}|null} */
   let pending = null;
@@ -83,12 +105,21 @@ async function main() {
     map.render(view, added);
     if (caption) caption.update(view, added);
     first = false;
+    // The globe's own figure (bench/render.py puts it beside the flat views'): its render plus
+    // the same parse + apply; the flat views' figure leaves the globe's render out.
+    let globeMs = 0;
+    if (globe) {
+      const g0 = performance.now();
+      globe.render(view, added);
+      globeMs = performance.now() - g0;
+      if (globe.visible) globeTimings.push(applyMs + globeMs);
+    }
     updateCounters(view);
     updateScreen(view);
     setText($("attribution"), attribution(view));
     setText($("metric-text"), widthText());
     const t1 = performance.now();
-    timings.push(applyMs + (t1 - t0));
+    timings.push(applyMs + (t1 - t0) - globeMs);
     // Until the frame that shows it: the time a visitor waits after the data arrived.
     requestAnimationFrame(() => frames.push(performance.now() - since));
   }
@@ -97,6 +128,7 @@ async function main() {
   function onUpdate(update, applyMs) {
     if (!pending) pending = { view: update.view, added: new Map(), applyMs: 0, since: performance.now() };
     pending.view = update.view;
+    latest = update.view;
     pending.applyMs += applyMs;
     for (const [key, ids] of update.added) {
       const set = pending.added.get(key) || new Set();
@@ -147,6 +179,7 @@ async function main() {
     if (stream.view) {
       sankey.render(stream.view, new Map(), true);
       map.render(stream.view, new Map());
+      if (globe) globe.render(stream.view, new Map());
     }
     if (caption) caption.relanguage();
   });
@@ -162,6 +195,7 @@ async function main() {
     metricButton.setAttribute("aria-pressed", String(metric === "connections"));
     sankey.setMetric(metric);
     map.setMetric(metric);
+    if (globe) globe.setMetric(metric);
     setText($("metric-text"), widthText());
   });
   metricButton.setAttribute("aria-pressed", String(metric === "connections"));
@@ -186,9 +220,14 @@ async function main() {
       caption,
       timings: () => timings.values(),
       frames: () => frames.values(),
+      get globe() {
+        return globe;
+      },
+      globeTimings: () => globeTimings.values(),
       clearTimings: () => {
         timings.clear();
         frames.clear();
+        globeTimings.clear();
       },
     };
   }
@@ -200,13 +239,18 @@ function clampEvery(value) {
 }
 
 /**
- * Which views the stage shows: `side` (both), `sankey` or `map` alone, or `rotate` (one at a time,
- * in turn every `every` seconds). Single views reuse the rotating layout with the timer off.
+ * Which views the stage shows: `side` (both flat views), `sankey`, `map` or `globe` alone, or
+ * `rotate` (one at a time, in turn every `every` seconds). Single views reuse the rotating layout
+ * with the timer off. Without a globe (no WebGL), `globe` shows the map and the turns skip it.
  */
 class Layout {
-  /** @param {HTMLElement} stage */
-  constructor(stage) {
+  /** @param {HTMLElement} stage @param {(() => Promise<GlobeView>)|null} makeGlobe null without WebGL */
+  constructor(stage, makeGlobe) {
     this.stage = stage;
+    this.makeGlobe = makeGlobe;
+    /** @type {GlobeView|null} */
+    this.globe = null;
+    this.views = makeGlobe ? ["sankey", "map", "globe"] : ["sankey", "map"];
     this.name = "";
     this.every = 0;
     /** @type {number|undefined} */
@@ -223,13 +267,43 @@ class Layout {
     document.body.classList.toggle("layout-side", name === "side");
     document.body.classList.toggle("layout-rotate", name !== "side");
     document.body.dataset.layout = name;
-    if (name === "side") return;
-    this.stage.dataset.active = name === "map" ? "map" : "sankey";
+    if (name === "side") {
+      this.show("");
+      return;
+    }
+    this.show(name === "rotate" ? "sankey" : name);
     if (name === "rotate") {
       this.timer = window.setInterval(() => {
-        this.stage.dataset.active = this.stage.dataset.active === "sankey" ? "map" : "sankey";
+        const next = (this.views.indexOf(this.stage.dataset.active || "") + 1) % this.views.length;
+        this.show(this.views[next]);
       }, every * 1000);
     }
+  }
+
+  /** @param {string} view the single view on stage ("" when side by side) */
+  show(view) {
+    if (view === "globe" && !this.globe) {
+      if (this.makeGlobe) this.#make(this.makeGlobe);
+      else view = "map";
+    }
+    if (view) this.stage.dataset.active = view;
+    if (this.globe) this.globe.setVisible(view === "globe");
+  }
+
+  /** Load and make the globe; show it if it is still wanted, or give up on it for good. */
+  #make(/** @type {() => Promise<GlobeView>} */ makeGlobe) {
+    makeGlobe().then(
+      (globe) => {
+        this.globe = globe;
+        globe.setVisible(this.stage.dataset.active === "globe");
+      },
+      (err) => {
+        console.warn(String(err && err.message ? err.message : err));
+        this.makeGlobe = null;
+        this.views = ["sankey", "map"];
+        if (this.stage.dataset.active === "globe") this.show("map");
+      },
+    );
   }
 }
 
