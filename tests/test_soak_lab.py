@@ -37,7 +37,7 @@ def soak(*argv: str, timeout: float) -> dict:
 
 
 def test_an_interval_without_new_connections_or_without_answers_is_silent():
-    # Per 30 s figures of a real run (6 phones, silenced after 35 s; 2026-12-08).
+    # Per 30 s figures of a real run (6 phones, silenced after 35 s; 2026-12-08: a 95 s run).
     run = [
         {"flows_new": 77, "dns_answers": 86, "events": 460},
         {"flows_new": 18, "dns_answers": 20, "events": 259},
@@ -68,17 +68,17 @@ def test_soak_memory_levels_off_and_nothing_fails():
 @pytest.mark.lab
 @pytest.mark.timeout(400)
 def test_a_soak_whose_phones_fall_silent_fails():
-    # 95 s: intervals end at 30, 60 and 90 s; the phones stop at 35 s, so the third is silent.
+    # 65 s: intervals end at 30 and 60 s; the phones stop at 25 s, so the second is silent.
     # Phones still join and leave (DHCP, leases) and conntrack dumps go on: none of that is talk.
     result = soak(
-        *("--seconds", "95", "--warmup", "30", "--silence-after", "35"),
+        *("--seconds", "65", "--warmup", "30", "--silence-after", "25"),
         *("--phones", "6", "--clients", "2", "--churn", "10"),
         timeout=330,
     )
     assert result["errors"] == 0, result["error_lines"]
     assert result["visitors_joined"] >= 5  # joining phones kept coming: events went on
-    assert result["intervals"] == 3, result
-    assert result["silent_intervals"] >= 1 and result["first_silent_interval"] in (1, 2), result
+    assert result["intervals"] == 2, result
+    assert result["silent_intervals"] == 1 and result["first_silent_interval"] == 1, result
     assert result["min_flows_new_per_30s"] == 0, result
     assert result["flows_new_per_30s"][0] > 0 and result["dns_answers_per_30s"][0] > 0, result
     # The old check counted apviz_events_total: it went on rising after the phones fell silent.
