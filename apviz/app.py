@@ -305,6 +305,7 @@ def build_service(cfg: Config, enricher: Enricher | None = None) -> Service:
         enricher_describe(enricher, hidden_classifier(cfg)),
         build_privacy(cfg, enricher),
     )
+    builder.credits = enricher.credits  # the screen credits the source of the files in use
     hub = Hub(queue_size=cfg.server.client_queue, max_per_address=cfg.server.max_streams_per_address)
     opts = source_options(cfg)
     sources = build_sources(opts)

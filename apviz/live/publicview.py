@@ -16,6 +16,7 @@ import hashlib
 import os
 import time
 from collections import OrderedDict
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -113,6 +114,9 @@ class ViewBuilder:
         self._cache: OrderedDict[tuple[str | None, str, int, int], Destination] = OrderedDict()
         self._public: dict[tuple[object, ...], Destination] = {}
         self._ids: dict[str, str] = {}
+        # The credit lines for the data in use (Enricher.credits): they change when an update brings
+        # another source's file, and the screen must credit that one. None: the page's default line.
+        self.credits: Callable[[], Sequence[str]] | None = None
 
     # ---------------------------------------------------------------------------- lookups
 
@@ -370,7 +374,13 @@ class ViewBuilder:
             "points": points,
             "arcs": arcs,
             "countries": countries,
+            **self._attribution(),
         }
+
+    def _attribution(self) -> dict[str, str]:
+        """The place data's credit (the first line: the screen has room for one), when known."""
+        lines = self.credits() if self.credits is not None else ()
+        return {"attribution": lines[0]} if lines else {}
 
     # ---------------------------------------------------------------------------- per device
 
