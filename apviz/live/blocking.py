@@ -76,12 +76,13 @@ class BlockDecider:
         self.apply = apply
         self.timeout = timeout
         self.max_addresses = max_addresses
+        self.allowed = False  # the operator's switch: visitors may turn blocking on (off at start)
         self.everyone = False  # the operator's "on for everyone"
         self.enabled: set[str] = set()  # device addresses the visitor switched on
         self._seen: dict[str, OrderedDict[str, _Seen]] = {}
         self.blocked: dict[str, set[str]] = {}  # device -> addresses with an element now
         self.attempts: dict[str, int] = {}  # device -> blocked attempts counted
-        self.attempt_names: dict[str, set[str]] = {}  # device -> tracker addresses hit (bounded)
+        self.attempt_names: dict[str, dict[str, int]] = {}  # device -> tracker address -> attempts
 
     # -- switches ------------------------------------------------------------------------------------
     def active(self, device: str) -> bool:
@@ -141,9 +142,9 @@ class BlockDecider:
         if count <= 0:
             return
         self.attempts[device] = self.attempts.get(device, 0) + count
-        hit = self.attempt_names.setdefault(device, set())
-        if len(hit) < self.max_addresses:
-            hit.add(address)
+        hit = self.attempt_names.setdefault(device, {})
+        if address in hit or len(hit) < self.max_addresses:
+            hit[address] = hit.get(address, 0) + count
 
     # -- figures -------------------------------------------------------------------------------------
     def collateral(self, device: str) -> dict[str, int]:
@@ -154,7 +155,16 @@ class BlockDecider:
         rule = sum(1 for a in self.blocked.get(device, ()) if seen.get(a) and seen[a].others)
         return {"naive": naive, "rule": rule}
 
-    def summary(self, device: str) -> dict[str, object]:
+    def blocked_by_address(self, device: str) -> dict[str, tuple[str | None, int]]:
+        """Tracker address -> (a tracker name the device resolved to it, attempts), for the views."""
+        seen = self._seen.get(device, {})
+        out: dict[str, tuple[str | None, int]] = {}
+        for address, count in self.attempt_names.get(device, {}).items():
+            entry = seen.get(address)
+            out[address] = (min(entry.trackers) if entry and entry.trackers else None, count)
+        return out
+
+    def summary(self, device: str) -> dict[str, int | bool]:
         return {
             "on": self.active(device),
             "attempts": self.attempts.get(device, 0),

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from starlette.routing import BaseRoute
 
+from apviz.server.block import block_routes
 from apviz.server.forget import forget_routes
 from apviz.server.join import join_routes
 from apviz.server.operator import operator_routes
@@ -14,4 +15,9 @@ from apviz.service import Service
 
 def exhibit_routes(service: Service, web_dir: Path | str | None = None) -> list[BaseRoute]:
     """``POST /api/me/forget``, the operator console and the join card's QR codes."""
-    return [*forget_routes(service), *operator_routes(service, web_dir), *join_routes(service)]
+    return [
+        *forget_routes(service),
+        *block_routes(service),
+        *operator_routes(service, web_dir),
+        *join_routes(service),
+    ]

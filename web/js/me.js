@@ -259,6 +259,51 @@ function render(detail) {
   if (!crows.length) crows.push(none(t("me.noCountries")));
   $("countries").replaceChildren(...crows);
   $("notes").replaceChildren(...notes(orgs, Boolean(detail.private_dns_refused)));
+  renderBlocking(detail.blocking);
+}
+
+/**
+ * "Block trackers on my phone": shown only while the operator allows it (or has it on for everyone,
+ * when the phone is blocking without asking); the count says what the gateway refused.
+ * @param {{available: boolean, allowed: boolean, on: boolean, attempts: number, trackers: number}|undefined} b
+ */
+function renderBlocking(b) {
+  const section = $("block");
+  section.hidden = !b || !b.available || (!b.allowed && !b.on);
+  if (section.hidden || !b) return;
+  const button = /** @type {HTMLButtonElement} */ ($("block-button"));
+  button.dataset.on = b.on ? "1" : "";
+  button.disabled = !b.allowed;
+  setText(button, t(b.on ? "me.block.stop" : "me.block.button"));
+  setText(
+    $("block-count"),
+    b.on || b.attempts ? t("me.block.count", { attempts: formatCount(b.attempts), trackers: formatCount(b.trackers) }) : "",
+  );
+}
+
+async function toggleBlocking() {
+  const button = /** @type {HTMLButtonElement} */ ($("block-button"));
+  const on = !button.dataset.on;
+  button.disabled = true;
+  try {
+    const response = await fetch("/api/me/block", {
+      method: "POST",
+      cache: "no-store",
+      credentials: "same-origin",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({ on }),
+    });
+    if (response.ok) {
+      const b = await response.json();
+      renderBlocking({ ...b, available: true });
+    } else {
+      setText($("block-count"), t("me.block.failed", { status: response.status }));
+    }
+  } catch {
+    setText($("block-count"), t("me.block.failed", { status: "—" }));
+  } finally {
+    button.disabled = false;
+  }
 }
 
 /**
@@ -376,4 +421,5 @@ async function forgetMe() {
 }
 
 $("forget-button").addEventListener("click", forgetMe);
+$("block-button").addEventListener("click", toggleBlocking);
 poll();
