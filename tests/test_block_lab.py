@@ -23,7 +23,7 @@ from apviz.block.runner import Blocker
 from apviz.block.table import TABLE, BlockTable, element_counters, ruleset, status
 from apviz.config import EnrichConfig
 from apviz.lab.lab import Lab
-from apviz.live.blocking import BlockDecider
+from apviz.live.blocking import BlockAction, BlockDecider, Op
 from tests.livelab import LiveLab
 
 pytestmark = pytest.mark.lab
@@ -148,3 +148,24 @@ async def leftover_replaced(lab: Lab) -> None:
         with contextlib.suppress(asyncio.CancelledError):
             await task
     assert not table_present(lab)
+
+
+def test_doctor_shows_what_is_in_place(lab_factory: Any) -> None:
+    from apviz.doctor_block import check_blocking
+    from apviz.lab.serve import lab_config
+
+    lab = lab_factory(phones=1)
+    off, on = lab_config(lab, 18091), lab_config(lab, 18091, exhibit={"blocking": True})
+    assert check_blocking(off).status == "skip"
+    assert check_blocking(on).status == "ok" and "no table" in check_blocking(on).message
+    table = BlockTable(lab.gateway_ns)
+    table.install()
+    try:
+        table.apply([BlockAction(Op.ADD, lab.phones[0].ip, TRACKER_IP, 60)])
+        line = check_blocking(on)
+        assert line.status == "ok" and "1 devices, 1 blocked addresses" in line.message, line
+        leftover = check_blocking(off)  # blocking switched off since: a leftover, with its fix
+        assert leftover.status == "warn" and f"delete table inet {TABLE}" in leftover.fix, leftover
+    finally:
+        table.remove()
+    assert check_blocking(off).status == "skip"
