@@ -162,6 +162,8 @@ def test_doctor_shows_what_is_in_place(lab_factory: Any) -> None:
     table.install()
     try:
         table.apply([BlockAction(Op.ADD, lab.phones[0].ip, TRACKER_IP, 60)])
+        table.apply([BlockAction(Op.ADD, lab.phones[0].ip, TRACKER_IP, 3600)])  # a renewal: one batch
+        assert element_counters(lab.gateway_ns) == {(lab.phones[0].ip, TRACKER_IP): 0}
         line = check_blocking(on)
         assert line.status == "ok" and "1 devices, 1 blocked addresses" in line.message, line
         leftover = check_blocking(off)  # blocking switched off since: a leftover, with its fix

@@ -78,7 +78,7 @@ def test_bounded_per_device() -> None:
     d.enable(PHONE)
     for i in range(3):
         d.on_answer(PHONE, ["ads.example"], [f"198.18.9.{i}"])
-    assert d.blocked[PHONE] == {"198.18.9.1", "198.18.9.2"}
+    assert set(d.blocked[PHONE]) == {"198.18.9.1", "198.18.9.2"}
     assert BlockAction(Op.REMOVE, PHONE, "198.18.9.0") in actions
 
 
@@ -93,3 +93,20 @@ def test_nft_script_batches_and_flush_uses_what_is_present() -> None:
     flush = script([BlockAction(Op.FLUSH, PHONE)], present)
     assert "delete element inet apviz_block blocked4 { 10.0.0.2 . 198.18.9.9 }" in flush
     assert PHONE not in present and script([BlockAction(Op.FLUSH, PHONE)], present) == ""
+
+
+def test_an_answer_after_half_the_timeout_renews_the_element() -> None:
+    now = [0.0]
+    actions: list[BlockAction] = []
+    d = BlockDecider(TRACKERS.__contains__, actions.append, timeout=60, clock=lambda: now[0])
+    d.enable(PHONE)
+    d.on_answer(PHONE, ["ads.example"], ["198.18.9.9"])
+    now[0] = 20.0
+    d.on_answer(PHONE, ["ads.example"], ["198.18.9.9"])
+    assert len(actions) == 1  # still fresh
+    now[0] = 40.0
+    d.on_answer(PHONE, ["ads.example"], ["198.18.9.9"])
+    assert actions == [BlockAction(Op.ADD, PHONE, "198.18.9.9", 60)] * 2
+    present: dict[str, set[str]] = {}
+    text = script(actions, present)
+    assert text.count("timeout 60s") == 2 and text.count("delete element") == 1

@@ -71,10 +71,14 @@ def script(actions: Iterable[BlockAction], present: dict[str, set[str]]) -> str:
         sset = SETS[fam]
         if act.op is Op.ADD:
             secs = max(1, int(act.timeout))
-            # "add" after a "delete" refreshes the timeout of an element already there.
-            lines.append(
-                f"add element inet {TABLE} {sset} {{ {act.device} . {act.address} timeout {secs}s }}"
-            )
+            elem = f"{act.device} . {act.address}"
+            if act.address in present.get(act.device, set()):
+                # A renewal: ``add`` leaves an existing element's timeout alone, so it is deleted and
+                # added again (its counter restarts; the blocker reads a smaller count as a new one).
+                # The first ``add`` makes the ``delete`` safe if the element expired meanwhile.
+                lines.append(f"add element inet {TABLE} {sset} {{ {elem} }}")
+                lines.append(f"delete element inet {TABLE} {sset} {{ {elem} }}")
+            lines.append(f"add element inet {TABLE} {sset} {{ {elem} timeout {secs}s }}")
             present.setdefault(act.device, set()).add(act.address)
         elif act.op is Op.REMOVE:
             if act.address in present.get(act.device, set()):

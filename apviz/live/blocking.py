@@ -21,6 +21,7 @@ apviz leaves nothing that outlives its next start (which removes the whole table
 from __future__ import annotations
 
 import ipaddress
+import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -71,6 +72,7 @@ class BlockDecider:
         *,
         timeout: float = 600.0,
         max_addresses: int = 4096,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.is_tracker = is_tracker
         self.apply = apply
@@ -80,7 +82,11 @@ class BlockDecider:
         self.everyone = False  # the operator's "on for everyone"
         self.enabled: set[str] = set()  # device addresses the visitor switched on
         self._seen: dict[str, OrderedDict[str, _Seen]] = {}
-        self.blocked: dict[str, set[str]] = {}  # device -> addresses with an element now
+        self.clock = clock
+        # device -> address -> when its element was (re)added: an element expires in the kernel after
+        # ``timeout``, so an answer arriving after half of it renews the element (the app that just
+        # looked the tracker up again is about to connect).
+        self.blocked: dict[str, dict[str, float]] = {}
         self.attempts: dict[str, int] = {}  # device -> blocked attempts counted
         self.attempt_names: dict[str, dict[str, int]] = {}  # device -> tracker address -> attempts
 
@@ -135,7 +141,7 @@ class BlockDecider:
                 old, _ = seen.popitem(last=False)
                 self._unblock(device, old)
             if self.active(device):
-                self._decide(device, address, entry)
+                self._decide(device, address, entry, renew=tracker)
 
     def on_blocked_attempt(self, device: str, address: str, count: int = 1) -> None:
         """The kernel rejected ``count`` packets of the device to ``address`` (a counter delta)."""
@@ -177,10 +183,12 @@ class BlockDecider:
         for address, entry in self._seen.get(device, {}).items():
             self._decide(device, address, entry)
 
-    def _decide(self, device: str, address: str, entry: _Seen) -> None:
+    def _decide(self, device: str, address: str, entry: _Seen, renew: bool = False) -> None:
         if entry.trackers and not entry.others:
-            if address not in self.blocked.setdefault(device, set()):
-                self.blocked[device].add(address)
+            blocked, now = self.blocked.setdefault(device, {}), self.clock()
+            added = blocked.get(address)
+            if added is None or (renew and now - added > self.timeout / 2):
+                blocked[address] = now
                 self.apply(BlockAction(Op.ADD, device, address, self.timeout))
         else:
             self._unblock(device, address)
@@ -188,7 +196,7 @@ class BlockDecider:
     def _unblock(self, device: str, address: str) -> None:
         blocked = self.blocked.get(device)
         if blocked and address in blocked:
-            blocked.discard(address)
+            del blocked[address]
             self.apply(BlockAction(Op.REMOVE, device, address))
 
     def _flush(self, device: str) -> None:
