@@ -69,7 +69,12 @@ def test_bad_input_is_skipped_and_families_do_not_mix() -> None:
     d.enable(PHONE)
     d.on_answer("<script>", ["ads.example"], ["198.18.9.9"])
     d.on_answer(PHONE, ["ads.example"], ["not an address", "2001:db8::1", ""])
+    d.on_answer("fe80::1%x } ; flush ruleset", ["ads.example"], ["fe80::2"])
+    d.on_answer("fe80::1", ["ads.example"], ["fe80::2%x } ; flush ruleset"])
     assert actions == []
+    # Nor does the table's text take an address that is not canonical, whoever made the action.
+    hostile = BlockAction(Op.ADD, "fe80::1%x }; flush ruleset", "fe80::2", 60)
+    assert script([hostile, BlockAction(Op.ADD, PHONE, "198.18.009.9", 60)], {}) == ""
 
 
 def test_bounded_per_device() -> None:

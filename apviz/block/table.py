@@ -28,13 +28,12 @@ import subprocess
 from collections.abc import Iterable
 from typing import Final
 
-from apviz.live.blocking import BlockAction, Op
-from apviz.sources.capture import CaptureError, nft_argv, run_nft
+from apviz.live.blocking import BlockAction, Op, canonical_ip
+from apviz.sources.capture import PREFIX_BLOCKED, CaptureError, nft_argv, run_nft
 
 log = logging.getLogger(__name__)
 
 TABLE: Final = "apviz_block"
-PREFIX_BLOCKED: Final = "apviz-blocked"
 SETS: Final = {4: "blocked4", 6: "blocked6"}
 
 
@@ -67,6 +66,12 @@ def script(actions: Iterable[BlockAction], present: dict[str, set[str]]) -> str:
     deletes: nft cannot delete "every element whose first half is X", so the applier remembers."""
     lines: list[str] = []
     for act in actions:
+        # Only canonical addresses reach nft's text (the decider checks too): an IPv6 zone such as
+        # "fe80::1%x } ..." is a valid address to Python and would be nft syntax.
+        if canonical_ip(act.device) != act.device or (
+            act.address and canonical_ip(act.address) != act.address
+        ):
+            continue
         fam = _family(act.device)
         sset = SETS[fam]
         if act.op is Op.ADD:

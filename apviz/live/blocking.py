@@ -50,12 +50,16 @@ class _Seen:
     others: set[str] = field(default_factory=set)
 
 
-def _valid_ip(text: str) -> bool:
+def canonical_ip(text: str) -> str | None:
+    """The address in its canonical spelling, or None: not an address, or an IPv6 address with a zone
+    (``fe80::1%eth0``: a zone is any text, and these addresses are written into nft commands)."""
     try:
-        ipaddress.ip_address(text)
+        ip = ipaddress.ip_address(text)
     except ValueError:
-        return False
-    return True
+        return None
+    if isinstance(ip, ipaddress.IPv6Address) and ip.scope_id is not None:
+        return None
+    return str(ip)
 
 
 class BlockDecider:
@@ -123,14 +127,17 @@ class BlockDecider:
     def on_answer(self, device: str, names: Iterable[str], addresses: Iterable[str]) -> None:
         """``device`` received ``addresses`` for ``names`` (the asked name and its CNAME chain): a name
         in the chain that is a tracker makes the answer a tracker answer (CNAME cloaking)."""
-        if not _valid_ip(device):
+        device_ip = canonical_ip(device)
+        if device_ip is None:
             return
+        device = device_ip
         chain = [n for n in names if n]
         tracker = any(self.is_tracker(n) for n in chain)
         seen = self._seen.setdefault(device, OrderedDict())
         label = chain[0] if chain else ""
-        for address in addresses:
-            if not _valid_ip(address) or _family(address) != _family(device):
+        for raw in addresses:
+            address = canonical_ip(raw)
+            if address is None or _family(address) != _family(device):
                 continue
             entry = seen.get(address)
             if entry is None:
