@@ -13,14 +13,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
+import signal
+import subprocess
 import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from apviz.app import build_enricher
 from apviz.block.runner import Blocker
-from apviz.block.table import TABLE, BlockTable, element_counters, ruleset, status
+from apviz.block.table import TABLE, BlockTable, element_counters, status
 from apviz.config import EnrichConfig
 from apviz.lab.lab import Lab
 from apviz.live.blocking import BlockAction, BlockDecider, Op
@@ -43,6 +47,32 @@ try:
     print(json.dumps({"ok": True, "elapsed": time.monotonic() - t0}))
 except OSError as exc:
     print(json.dumps({"ok": False, "error": type(exc).__name__, "elapsed": time.monotonic() - t0}))
+"""
+
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# apviz's blocker in a process of its own, killed by the test once the phone's element is in place.
+KILLED_RUN = """
+import asyncio, sys, time
+from apviz.block.runner import Blocker
+from apviz.block.table import BlockTable, element_counters
+from apviz.live.blocking import BlockDecider
+
+async def main():
+    netns, phone, address = sys.argv[1:4]
+    blocker = Blocker(BlockTable(netns))
+    decider = BlockDecider(lambda name: True, blocker.queue, timeout=3600)
+    blocker.decider = decider
+    task = asyncio.create_task(blocker.run())
+    decider.enable(phone)
+    decider.on_answer(phone, ["ads.example"], [address])
+    while not element_counters(netns):
+        await asyncio.sleep(0.01)
+    print("blocking", flush=True)
+    await asyncio.sleep(60)
+
+asyncio.run(main())
 """
 
 
@@ -128,9 +158,19 @@ def test_leftover_of_a_killed_run_is_replaced(lab_factory: Any) -> None:
 
 async def leftover_replaced(lab: Lab) -> None:
     phone = lab.phones[0].ip
-    # What a killed apviz leaves: the table with an element blocking the phone.
-    leftover = ruleset() + f"add element inet {TABLE} blocked4 {{ {phone} . {TRACKER_IP} timeout 3600s }}\n"
-    lab.exec_in(lab.gateway_ns, ["nft", "-f", "-"], input=leftover)
+    # A real run killed with SIGKILL while blocking the phone: its table and element stay behind.
+    proc = subprocess.Popen(
+        [sys.executable, "-c", KILLED_RUN, lab.gateway_ns, phone, TRACKER_IP],
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "blocking"
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        proc.wait(10)
+    assert (phone, TRACKER_IP) in element_counters(lab.gateway_ns)
     assert connect(lab, TRACKER_IP)["ok"] is False
     blocker = Blocker(BlockTable(lab.gateway_ns))
     task = asyncio.create_task(blocker.run())
