@@ -85,8 +85,8 @@ def test_a_phone_blocks_trackers_from_its_page_and_the_kiosk_shows_it(lab_factor
                 # Its other connections work.
                 other = await asyncio.to_thread(lab.phone_connect, ph, SEARCH, 3000, port=80)
                 assert other.received == 3000
-                # The phone page counts it: "1 attempts to 1 trackers blocked".
-                want = en["me.block.count"].replace("{attempts}", "1").replace("{trackers}", "1")
+                # The phone page counts it: "1 attempt to 1 tracker blocked".
+                want = en["me.block.countOne"]
                 await wait_js(
                     me, f"document.getElementById('block-count').textContent === {json.dumps(want)}"
                 )

@@ -277,8 +277,16 @@ function renderBlocking(b) {
   setText(button, t(b.on ? "me.block.stop" : "me.block.button"));
   setText(
     $("block-count"),
-    b.on || b.attempts ? t("me.block.count", { attempts: formatCount(b.attempts), trackers: formatCount(b.trackers) }) : "",
+    b.on || b.attempts ? countText(b.attempts, b.trackers) : "",
   );
+}
+
+/** "12 attempts to 5 trackers blocked", with the singular forms the catalogue has for one. */
+function countText(attempts, trackers) {
+  const vars = { attempts: formatCount(attempts), trackers: formatCount(trackers) };
+  if (attempts === 1 && trackers <= 1) return t("me.block.countOne", vars);
+  if (trackers === 1) return t("me.block.countOneTracker", vars);
+  return t("me.block.count", vars);
 }
 
 async function toggleBlocking() {
