@@ -341,7 +341,7 @@ class ViewBuilder:
             if len(cty) == 2
         }
         trackers_seen = {org for org, meta in org_meta.items() if meta.tracker}
-        return {
+        view: dict[str, Any] = {
             "time": round(time.time(), 3),
             "gateway": {"lat": opts.gateway_lat, "lon": opts.gateway_lon, "label": opts.gateway_label},
             "screen": privacy.screen(),
@@ -357,11 +357,13 @@ class ViewBuilder:
             "devices": devices,
             "nodes": sankey_nodes,
             "links": sankey_links,
-            "blocked": blocked,
             "points": points,
             "arcs": arcs,
             "countries": countries,
         }
+        if state.blocking is not None:  # only where blocking is configured: views elsewhere stay as they were
+            view["blocked"] = blocked
+        return view
 
     # ---------------------------------------------------------------------------- per device
 
