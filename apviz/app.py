@@ -283,6 +283,27 @@ def build_privacy(cfg: Config, enricher: Enricher) -> Privacy:
     )
 
 
+def attach_blocker(service: Service, enricher: Enricher, opts: SourceOptions, timeout: float = 600.0) -> None:
+    """Tracker blocking: the state decides (apviz.live.blocking), the blocker applies (apviz.block).
+
+    A tracker is a name the enrichment classifies as one (blocklists, or the overlay's category).
+    Elements expire after ``timeout`` seconds, renewed by every new answer for the name.
+    """
+    from apviz.block.runner import Blocker
+    from apviz.block.table import BlockTable
+    from apviz.live.blocking import BlockDecider
+
+    def is_tracker(name: str) -> bool:
+        info = enricher.describe_name(name)
+        return info is not None and info.tracker_category is not None
+
+    blocker = Blocker(BlockTable(opts.netns, opts.nflog_group))
+    decider = BlockDecider(is_tracker, blocker.queue, timeout=timeout)
+    blocker.decider = decider
+    service.state.blocking = decider
+    service.blocker = blocker
+
+
 def build_service(cfg: Config, enricher: Enricher | None = None) -> Service:
     """Everything ``apviz serve`` runs, from a checked configuration."""
     from apviz.live.publicview import ViewBuilder, ViewOptions
@@ -315,6 +336,8 @@ def build_service(cfg: Config, enricher: Enricher | None = None) -> Service:
             sources.append(NamedSource(f"{name}-reload", db.watch))
     service = Service(state, sources, builder, hub, tick_hz=cfg.server.tick_hz, counters=opts.counters)
     service.config = cfg
+    if cfg.exhibit.blocking:
+        attach_blocker(service, enricher, opts)
     if cfg.exhibit.attract_after > 0:
         from apviz.replay.attract import Attract
 

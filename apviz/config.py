@@ -202,6 +202,12 @@ class ExhibitConfig:
     attract_recording: str = _key(
         "Recording played in attract mode, made by `apviz record` (or `apviz serve --record`).", ""
     )
+    blocking: bool = _key(
+        "Offer 'block trackers on my phone': apviz adds its nftables table inet apviz_block (removed at "
+        "stop) and the operator console gets the switch, which starts off; visitors see the button on "
+        "the phone page only while the operator allows it.",
+        False,
+    )
 
     def check(self) -> None:
         if self.mode not in ("exhibit", "classroom", "home"):

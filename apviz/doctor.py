@@ -667,6 +667,9 @@ def run_checks(cfg: Config, now: float | None = None) -> list[Check]:
     from apviz.doctor_policy import policy_checks
 
     checks += policy_checks(cfg)
+    from apviz.doctor_block import check_blocking
+
+    checks.append(check_blocking(cfg))
     checks += check_data(cfg, now)
     from apviz.doctor_data import update_checks
 

@@ -27,6 +27,7 @@ from apviz.replay.attract import Attract, Screen
 from apviz.server.hub import Hub
 
 if TYPE_CHECKING:
+    from apviz.block.runner import Blocker
     from apviz.config import Config
 
 log = logging.getLogger(__name__)
@@ -75,11 +76,19 @@ class Service:
         self.attract: Attract | None = None
         self.live_view: dict[str, Any] = {}
         self.taps: list[LiveTap] = []  # off unless the operator turns recording on
+        # Tracker blocking ([exhibit] blocking): the blocker applies the state's decisions with nft
+        # (the decisions and the operator's switch live in state.blocking).
+        self.blocker: Blocker | None = None
         state.observers.append(self._on_change)
         self.pipeline.after_apply.append(self._mark)
         self._task: asyncio.Task[None] | None = None
 
     def _on_change(self, _change: object) -> None:
+        self._dirty = True
+        self._wake.set()
+
+    def _attempts_counted(self) -> None:
+        # A blocked attempt is no conntrack flow and no Change: the kiosk's "blocked: N" needs a build.
         self._dirty = True
         self._wake.set()
 
@@ -150,6 +159,9 @@ class Service:
             tg.create_task(self._ticker(), name="apviz-ticker")
             if self.attract is not None:
                 tg.create_task(self.attract.run(), name="apviz-attract")
+            if self.blocker is not None:
+                self.blocker.on_attempts = self._attempts_counted
+                tg.create_task(self.blocker.run(), name="apviz-blocker")
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self.run(), name="apviz-service")

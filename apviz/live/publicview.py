@@ -303,6 +303,12 @@ class ViewBuilder:
             for (s, t), acc in links.items()
         }
 
+        blocked = self._blocked_links(state, keep_dev, keep_org, set(org_acc))
+        for link_id, count in blocked.items():
+            link = sankey_links.get(link_id)
+            if link is not None:
+                link["blocked"] = count
+
         devices = {}
         for key, acc in dev_acc.items():
             pid = self.device_id(key)
@@ -312,6 +318,10 @@ class ViewBuilder:
                 "colour": self.device_colour(key),
                 **acc.json(),
             }
+            if state.blocking is not None:  # the phone page's stream wakes on a change of this
+                dev = state.devices.get(key)
+                attempts = state.blocking.attempts
+                devices[pid]["blocked"] = sum(attempts.get(ip, 0) for ip in (dev.ips if dev else ()))
         for key, dev in state.devices.items():  # devices that joined but have no flows yet
             if privacy.hidden(key):
                 continue
@@ -355,7 +365,7 @@ class ViewBuilder:
             if len(cty) == 2
         }
         trackers_seen = {org for org, meta in org_meta.items() if meta.tracker}
-        return {
+        view: dict[str, Any] = {
             "time": round(time.time(), 3),
             "gateway": {"lat": opts.gateway_lat, "lon": opts.gateway_lon, "label": opts.gateway_label},
             "screen": privacy.screen(),
@@ -376,6 +386,9 @@ class ViewBuilder:
             "countries": countries,
             **self._attribution(),
         }
+        if state.blocking is not None:  # only where blocking is configured: views elsewhere stay as they were
+            view["blocked"] = blocked
+        return view
 
     def _attribution(self) -> dict[str, str]:
         """The place data's credit (the first line: the screen has room for one), when known."""
@@ -383,6 +396,42 @@ class ViewBuilder:
         return {"attribution": lines[0]} if lines else {}
 
     # ---------------------------------------------------------------------------- per device
+
+    def _blocked_links(
+        self, state: LiveState, keep_dev: set[str], keep_org: set[str], folded: set[str]
+    ) -> dict[str, int]:
+        """Blocked attempts per device -> organisation link ("d:ID>o:ORG" -> count), whether or not
+        the link carries traffic: a rejected connection never becomes a conntrack flow, so the
+        kiosk draws these as links of their own (a dashed red line with "blocked: N")."""
+        blocking = state.blocking
+        out: dict[str, int] = {}
+        if blocking is None:
+            return out
+        for key, dev in state.devices.items():
+            if self.privacy.hidden(key):
+                continue
+            dn = "d:" + (self.device_id(key) if key in keep_dev else OTHER)
+            for ip in dev.ips:
+                for address, (name, count) in blocking.blocked_by_address(ip).items():
+                    d = self.public(name, address, 6, 443)
+                    on = "o:" + (OTHER if d.org in folded and d.org not in keep_org else d.org)
+                    out[f"{dn}>{on}"] = out.get(f"{dn}>{on}", 0) + count
+        return out
+
+    def device_blocking(self, state: LiveState, key: str) -> dict[str, Any]:
+        """For the visitor's page: "12 attempts to 5 trackers blocked" and whether it is on."""
+        blocking, dev = state.blocking, state.devices.get(key)
+        if blocking is None or dev is None:
+            return {"available": False, "allowed": False, "on": False, "attempts": 0, "trackers": 0}
+        attempts = trackers = 0
+        on = False
+        for ip in dev.ips:
+            summary = blocking.summary(ip)
+            on = on or bool(summary["on"])
+            attempts += int(summary["attempts"])
+            trackers += int(summary["trackers"])
+        allowed = blocking.allowed
+        return {"available": True, "allowed": allowed, "on": on, "attempts": attempts, "trackers": trackers}
 
     def device_detail(self, state: LiveState, public_id: str) -> dict[str, Any] | None:
         """One device's destinations, for the device page and ``/api/devices/{id}``."""
@@ -432,6 +481,7 @@ class ViewBuilder:
             "first_seen": round(dev.first_seen, 3),
             "last_seen": round(dev.last_seen, 3),
             "private_dns_refused": dev.private_dns_refused is not None,
+            "blocking": self.device_blocking(state, key),
             **total.json(),
             "destinations": sorted(dests.values(), key=lambda x: (-x["bytes"], -x["connections"])),
         }

@@ -30,6 +30,7 @@ from apviz.events import (
     ServerName,
     SourceError,
 )
+from apviz.live.blocking import BlockDecider
 from apviz.live.model import Change, ChangeKind, Device, FlowRecord
 from apviz.live.names import OWN, RANK, Attribution, FlowId, NameMemory, NameSource, clean_name
 
@@ -131,6 +132,9 @@ class LiveState:
         # leases). DNS lines do not bump it: a name alters a view only through FLOW_NAMED. The
         # service rebuilds views on a revision or a Change, so a phone's DNS chatter costs nothing.
         self.revision = 0
+        # Tracker blocking (apviz.live.blocking): set by whoever assembles apviz when it is enabled;
+        # it sees every answer bound to a device and the forgetting of a device, nothing else.
+        self.blocking: BlockDecider | None = None
 
     # ------------------------------------------------------------------------------ helpers
 
@@ -370,12 +374,16 @@ class LiveState:
 
     def _apply_answer(self, ans: DnsAnswer) -> None:
         for b in self.names.on_answer(ans):
+            if self.blocking is not None:
+                self.blocking.on_answer(b.client, (b.name,), (b.address,))
             for key in self._pairs.get((b.client, b.address), ()):
                 self._offer(self.flows[key], b.name, NameSource.ASKED)
 
     def _apply_resolver_answer(self, ans: ResolverAnswer) -> None:
         self.counts["resolver_answers"] += 1
         for b in self.names.on_resolver_answer(ans):
+            if self.blocking is not None:
+                self.blocking.on_answer(b.client, (b.name,), (b.address,))
             for key in self._pairs.get((b.client, b.address), ()):
                 self._offer(self.flows[key], b.name, NameSource.RESOLVER)
 
@@ -544,6 +552,8 @@ class LiveState:
             self._emit(ChangeKind.FLOW_GONE, flow=rec)
         for ip in dev.ips:
             self.names.forget_client(ip)
+            if self.blocking is not None:
+                self.blocking.forget(ip)
         self._emit(ChangeKind.DEVICE_GONE, device=dev)
 
     def _drop_tuple(self, rec: FlowRecord) -> None:

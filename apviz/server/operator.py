@@ -39,6 +39,7 @@ from starlette.routing import BaseRoute, Route
 
 from apviz.live.privacy import LAYOUTS, Mode, check_language, check_layout
 from apviz.live.summary import SessionSummary
+from apviz.server.block import blocking_status, set_blocking
 from apviz.server.forget import forget_device
 from apviz.server.guard import RateLimit, same_origin
 from apviz.server.lang import page_in_language
@@ -196,6 +197,7 @@ def operator_routes(service: Service, web_dir: Path | str | None = None) -> list
             "rotate_every": privacy.layout[1] if privacy.layout else 20,
             "hidden": privacy.hidden_count,
             "devices": devices,
+            "blocking": blocking_status(service),
         }
 
     Action = Callable[[dict[str, Any]], dict[str, Any] | None]
@@ -244,6 +246,9 @@ def operator_routes(service: Service, web_dir: Path | str | None = None) -> list
 
     def set_layout(body: dict[str, Any]) -> None:
         privacy.layout = check_layout(str(body["layout"]), float(body.get("every", 20)))
+
+    def blocking(body: dict[str, Any]) -> None:
+        set_blocking(service, bool(body.get("allow", False)), bool(body.get("everyone", False)))
 
     def pause(body: dict[str, Any]) -> None:
         privacy.paused = bool(body.get("paused", True))
@@ -294,6 +299,7 @@ def operator_routes(service: Service, web_dir: Path | str | None = None) -> list
         Route("/api/operator/mode", guarded(set_mode), methods=["POST"]),
         Route("/api/operator/language", guarded(set_language), methods=["POST"]),
         Route("/api/operator/pause", guarded(pause), methods=["POST"]),
+        Route("/api/operator/blocking", guarded(blocking), methods=["POST"]),
         Route("/api/operator/layout", guarded(set_layout), methods=["POST"]),
         Route("/api/operator/reset", guarded(reset), methods=["POST"]),
         Route("/api/operator/hide", guarded(hide), methods=["POST"]),

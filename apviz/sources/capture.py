@@ -54,6 +54,7 @@ PREFIX_TLS: Final = "apviz-tls"
 PREFIX_QUIC: Final = "apviz-quic"
 PREFIX_DNS: Final = "apviz-dns"
 PREFIX_DOT_REFUSED: Final = "apviz-dot-refused"  # written by the network policy's rules, same group
+PREFIX_BLOCKED: Final = "apviz-blocked"  # written by tracker blocking's rules (apviz.block.table)
 
 # A pure ACK with the timestamp option most clients use is 52 bytes (IPv6: 72). Longer TCP packets
 # carry payload, or SACK blocks (rare this early, and harmless: nothing to decode). Without

@@ -34,6 +34,7 @@ from apviz.events import Event, PrivateDnsRefused, ResolverAnswer, ServerName, S
 from apviz.sniff import dnswire, quic, tls
 from apviz.sniff.reassembly import Reassembly, TooLarge
 from apviz.sources.capture import (
+    PREFIX_BLOCKED,
     PREFIX_DNS,
     PREFIX_DOT_REFUSED,
     PREFIX_QUIC,
@@ -207,6 +208,12 @@ class PacketDecoder:
             return self._dns_udp(seg) if seg.proto == UDP else self._dns_tcp(seg, now)
         if prefix == PREFIX_DOT_REFUSED:
             return self._refused_dot(seg, now)
+        if prefix == PREFIX_BLOCKED:
+            # Tracker blocking's copies: counted here as a figure only; the attempts per device come
+            # from the block sets' own counters (apviz.block.runner), which cannot be lost to a full
+            # socket buffer, so no event is made of them.
+            self.counts["blocked"] += 1
+            return []
         self.counts["other"] += 1
         return []
 

@@ -276,6 +276,59 @@ function render(detail) {
   if (!crows.length) crows.push(none(t("me.noCountries")));
   $("countries").replaceChildren(...crows);
   $("notes").replaceChildren(...notes(orgs, Boolean(detail.private_dns_refused)));
+  renderBlocking(detail.blocking);
+}
+
+/**
+ * "Block trackers on my phone": shown only while the operator allows it (or has it on for everyone,
+ * when the phone is blocking without asking); the count says what the gateway refused.
+ * @param {{available: boolean, allowed: boolean, on: boolean, attempts: number, trackers: number}|undefined} b
+ */
+function renderBlocking(b) {
+  const section = $("block");
+  section.hidden = !b || !b.available || (!b.allowed && !b.on);
+  if (section.hidden || !b) return;
+  const button = /** @type {HTMLButtonElement} */ ($("block-button"));
+  button.dataset.on = b.on ? "1" : "";
+  button.disabled = !b.allowed;
+  setText(button, t(b.on ? "me.block.stop" : "me.block.button"));
+  setText(
+    $("block-count"),
+    b.on || b.attempts ? countText(b.attempts, b.trackers) : "",
+  );
+}
+
+/** "12 attempts to 5 trackers blocked", with the singular forms the catalogue has for one. */
+function countText(attempts, trackers) {
+  const vars = { attempts: formatCount(attempts), trackers: formatCount(trackers) };
+  if (attempts === 1 && trackers <= 1) return t("me.block.countOne", vars);
+  if (trackers === 1) return t("me.block.countOneTracker", vars);
+  return t("me.block.count", vars);
+}
+
+async function toggleBlocking() {
+  const button = /** @type {HTMLButtonElement} */ ($("block-button"));
+  const on = !button.dataset.on;
+  button.disabled = true;
+  try {
+    const response = await fetch("/api/me/block", {
+      method: "POST",
+      cache: "no-store",
+      credentials: "same-origin",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({ on }),
+    });
+    if (response.ok) {
+      const b = await response.json();
+      renderBlocking({ ...b, available: true });
+    } else {
+      setText($("block-count"), t("me.block.failed", { status: response.status }));
+    }
+  } catch {
+    setText($("block-count"), t("me.block.failed", { status: "—" }));
+  } finally {
+    button.disabled = false;
+  }
 }
 
 /**
@@ -414,4 +467,5 @@ async function forgetMe() {
 }
 
 $("forget-button").addEventListener("click", forgetMe);
+$("block-button").addEventListener("click", toggleBlocking);
 poll();

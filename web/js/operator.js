@@ -41,6 +41,14 @@ function render(state) {
   $("pause").dataset.i18n = state.paused ? "operator.resume" : "operator.pause";
   $("pause").textContent = t($("pause").dataset.i18n);
   $("pause").dataset.paused = state.paused ? "1" : "";
+  const blocking = state.blocking || { available: false };
+  $("blocking").hidden = !blocking.available;
+  /** @type {HTMLInputElement} */ ($("block-allow")).checked = Boolean(blocking.allowed);
+  /** @type {HTMLInputElement} */ ($("block-everyone")).checked = Boolean(blocking.everyone);
+  /** @type {HTMLInputElement} */ ($("block-everyone")).disabled = !blocking.allowed;
+  $("block-status").textContent = blocking.available
+    ? t("operator.block.status", { devices: blocking.devices, attempts: blocking.attempts })
+    : "";
   $("hidden-count").textContent = state.hidden ? t("operator.hiddenCount", { n: state.hidden }) : "";
   const list = $("devices");
   list.replaceChildren();
@@ -139,6 +147,14 @@ $("pause").addEventListener("click", () => {
   const paused = !$("pause").dataset.paused;
   act("/api/operator/pause", { paused }, t(paused ? "operator.paused" : "operator.resumed"));
 });
+/** The tracker-blocking switches: both are sent, so "off" for visitors also ends "for everyone". */
+function setBlocking() {
+  const allow = /** @type {HTMLInputElement} */ ($("block-allow")).checked;
+  const everyone = allow && /** @type {HTMLInputElement} */ ($("block-everyone")).checked;
+  act("/api/operator/blocking", { allow, everyone }, t(everyone ? "operator.block.onForAll" : "operator.block.changed"));
+}
+$("block-allow").addEventListener("change", setBlocking);
+$("block-everyone").addEventListener("change", setBlocking);
 $("reset").addEventListener("click", () => {
   if (window.confirm(t("operator.confirmReset"))) act("/api/operator/reset", {}, t("operator.resetDone"));
 });

@@ -13,6 +13,10 @@
  * - Trackers: a link with `trackers > 0` and a company node with `tracker` set are drawn in
  *   vermillion (Okabe-Ito), and the company label gets a warning sign, so the highlight does not
  *   depend on colour vision alone.
+ * - Blocked attempts (`view.blocked`: "d:ID>o:ORG" -> count, from tracker blocking) are drawn as a
+ *   dashed vermillion line of their own with "blocked: N" on it: a refused connection carries no
+ *   bytes, so it cannot be a sankey band; dashes say "tried, did not get through". When the company
+ *   has no node (no traffic ever reached it) the words stand beside the phone instead.
  * - Each phone has its own colour (`colours.js`), the one its phone page shows too.
  * - Every label goes through `clip` and d3's `.text()`: device and company names are hostile text.
  * - The page's own words (headings, "other companies", country names) come from the catalogue at
@@ -48,6 +52,7 @@ export class SankeyView {
     this.svg.attr("role", "img");
     this.gHeads = this.svg.append("g").attr("class", "sankey-heads");
     this.gLinks = this.svg.append("g").attr("class", "sankey-links");
+    this.gBlocked = this.svg.append("g").attr("class", "sankey-blocked");
     this.gNodes = this.svg.append("g").attr("class", "sankey-nodes");
     this.gLabels = this.svg.append("g").attr("class", "sankey-labels");
     this.gEmpty = this.svg.append("g").attr("class", "sankey-empty");
@@ -200,6 +205,8 @@ export class SankeyView {
       .attr("d", this.path)
       .attr("stroke-width", (d) => Math.max(1.5, d.width));
 
+    this.#blocked(view, nodes, font, tween);
+
     // ---- nodes
     this.gNodes
       .selectAll("rect.node:not(.exiting)")
@@ -275,6 +282,50 @@ export class SankeyView {
       )
       .transition(tween)
       .attr("transform", (d) => labelTransform(d, spots));
+  }
+
+  /** Dashed lines for blocked attempts, keyed by link id like the sankey's own links. */
+  #blocked(view, nodes, font, tween) {
+    const byId = new Map(nodes.map((n) => [n.id, n]));
+    const items = [];
+    for (const [id, count] of Object.entries(view.blocked || {})) {
+      const [source, target] = id.split(">");
+      const from = byId.get(source);
+      if (!from || !(Number(count) > 0)) continue;
+      const to = byId.get(target) || null;
+      const y0 = (from.y0 + from.y1) / 2;
+      const x0 = from.x1;
+      const x1 = to ? to.x0 : x0 + 40;
+      const y1 = to ? (to.y0 + to.y1) / 2 : y0;
+      const mx = (x0 + x1) / 2;
+      items.push({
+        id,
+        count: Number(count),
+        d: `M${x0},${y0}C${mx},${y0} ${mx},${y1} ${x1},${y1}`,
+        tx: to ? mx : x1 + 6,
+        ty: to ? (y0 + y1) / 2 : y0,
+      });
+    }
+    const groups = this.gBlocked
+      .selectAll("g.blocked:not(.exiting)")
+      .data(items, (/** @type {any} */ d) => d.id)
+      .join(
+        (enter) => {
+          const g = enter.append("g").attr("class", "blocked");
+          g.append("path").attr("class", "blocked-link");
+          g.append("text").attr("class", "blocked-count").attr("dy", "-0.3em");
+          return g;
+        },
+        (update) => update,
+        (exit) => exit.classed("exiting", true).transition(tween).style("opacity", 0).remove(),
+      );
+    groups.select("path").attr("d", (d) => d.d);
+    groups
+      .select("text")
+      .attr("x", (d) => d.tx)
+      .attr("y", (d) => d.ty)
+      .style("font-size", `${Math.round(font * 0.8)}px`)
+      .text((d) => t("kiosk.blocked", { n: formatCount(d.count) }));
   }
 
   /** Column headings above the three columns. */
