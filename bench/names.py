@@ -69,13 +69,13 @@ from typing import TYPE_CHECKING, Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-import uvicorn  # noqa: E402
 
 from apviz.lab.lab import Lab  # noqa: E402
 from apviz.lab.phone import ConnectResult, Phone  # noqa: E402
 from apviz.live.model import Change, ChangeKind, FlowRecord  # noqa: E402
 from apviz.live.names import OWN, NameSource, clean_name  # noqa: E402
-from bench._common import free_port, percentile, say  # noqa: E402
+from bench._common import percentile, say  # noqa: E402
+from tests.sseview import serving  # noqa: E402
 
 if TYPE_CHECKING:
     from apviz.service import Service
@@ -194,30 +194,16 @@ class Recorder:
 @contextlib.asynccontextmanager
 async def running(lab: Lab) -> AsyncIterator[tuple[Service, Recorder]]:
     """The real service on loopback with capture on, a Recorder on its state; yields once sources run."""
-    from apviz.app import build_service
-    from apviz.lab.serve import lab_config
-    from apviz.server.app import create_app
-
-    port = free_port()
-    cfg = lab_config(lab, port, state={"flow_hold": 3600.0}, names={"capture": True})
-    service = build_service(cfg)
+    made: list[Service] = []
     recorder = Recorder()
-    service.state.observers.append(recorder)
-    server = uvicorn.Server(
-        uvicorn.Config(create_app(service), host="127.0.0.1", port=port, log_level="warning", lifespan="on")
-    )
-    task = asyncio.create_task(server.serve())
-    try:
-        while not server.started:
-            if task.done():
-                task.result()
-            await asyncio.sleep(0.01)
-        await asyncio.wait_for(service.pipeline.ready.wait(), 15)
+
+    def observe(service: Service) -> None:
+        made.append(service)
+        service.state.observers.append(recorder)
+
+    async with serving(lab, 3600.0, names={"capture": True}, on_service=observe, ready_timeout=15):
         await asyncio.sleep(0.5)  # the capture table goes in right after the source starts
-        yield service, recorder
-    finally:
-        server.should_exit = True
-        await task
+        yield made[0], recorder
 
 
 # ------------------------------------------------------------------------------------------- driving

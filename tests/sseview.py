@@ -21,6 +21,7 @@ from apviz.live.diff import apply
 
 if TYPE_CHECKING:
     from apviz.lab.lab import Lab
+    from apviz.service import Service
 
 
 def free_port() -> int:
@@ -30,15 +31,25 @@ def free_port() -> int:
 
 
 @contextlib.asynccontextmanager
-async def serving(lab: Lab, flow_hold: float) -> AsyncIterator[str]:
+async def serving(
+    lab: Lab,
+    flow_hold: float,
+    *,
+    names: dict[str, Any] | None = None,
+    on_service: Callable[[Service], None] | None = None,
+    ready_timeout: float = 10.0,
+) -> AsyncIterator[str]:
     """The service as ``apviz lab --view serve`` builds it, on loopback; yields its base URL once
-    the server listens and the sources are up."""
+    the server listens and the sources are up. ``names`` overrides the ``[names]`` section;
+    ``on_service`` sees the service before it starts (a bench's observer on its state)."""
     from apviz.app import build_service
     from apviz.lab.serve import lab_config
     from apviz.server.app import create_app
 
     port = free_port()
-    service = build_service(lab_config(lab, port, state={"flow_hold": flow_hold}))
+    service = build_service(lab_config(lab, port, state={"flow_hold": flow_hold}, names=names or {}))
+    if on_service is not None:
+        on_service(service)
     server = uvicorn.Server(
         uvicorn.Config(create_app(service), host="127.0.0.1", port=port, log_level="warning", lifespan="on")
     )
@@ -48,7 +59,7 @@ async def serving(lab: Lab, flow_hold: float) -> AsyncIterator[str]:
             if task.done():
                 task.result()
             await asyncio.sleep(0.01)
-        await asyncio.wait_for(service.pipeline.ready.wait(), 10)
+        await asyncio.wait_for(service.pipeline.ready.wait(), ready_timeout)
         yield f"http://127.0.0.1:{port}"
     finally:
         server.should_exit = True

@@ -246,20 +246,26 @@ class PacketDecoder:
 
     # TLS over TCP ------------------------------------------------------------------------------
 
-    def _tls(self, seg: Segment, now: float) -> list[Event]:
-        key = (TCP, seg.src, seg.sport, seg.dst, seg.dport)
+    def _tcp_data(self, key: StreamKey, seg: Segment, now: float) -> tuple[_Stream, bytes] | None:
+        """The stream a TCP segment belongs to and its contiguous bytes so far, or None when there
+        is nothing (more) to decode: a reset, a finished or refused stream, no payload yet."""
         if seg.flags & _TCP_RST:
-            return []
+            return None
         stream = self._stream(key, now)
         if stream is None or stream.done:
-            return []
+            return None
         if seg.flags & _TCP_SYN:
             stream.base = (seg.seq + 1) & 0xFFFFFFFF
         if not seg.payload:
-            return []
+            return None
         data = self._place(stream, seg)
-        if data is None or not data:
+        return (stream, data) if data else None
+
+    def _tls(self, seg: Segment, now: float) -> list[Event]:
+        got = self._tcp_data((TCP, seg.src, seg.sport, seg.dst, seg.dport), seg, now)
+        if got is None:
             return []
+        stream, data = got
         if not tls.looks_like_tls(data[:3]):
             if len(data) >= 3:
                 self.counts["not_tls"] += 1
@@ -405,19 +411,10 @@ class PacketDecoder:
         return [] if answer is None else [answer]
 
     def _dns_tcp(self, seg: Segment, now: float) -> list[Event]:
-        key = (TCP, seg.dst, seg.dport, seg.src, seg.sport, "dns")
-        if seg.flags & _TCP_RST:
+        got = self._tcp_data((TCP, seg.dst, seg.dport, seg.src, seg.sport, "dns"), seg, now)
+        if got is None:
             return []
-        stream = self._stream(key, now)
-        if stream is None or stream.done:
-            return []
-        if seg.flags & _TCP_SYN:
-            stream.base = (seg.seq + 1) & 0xFFFFFFFF
-        if not seg.payload:
-            return []
-        data = self._place(stream, seg)
-        if not data:
-            return []
+        stream, data = got
         try:
             messages, _consumed = dnswire.split_tcp(data)
         except dnswire.DnsWireError:
