@@ -174,10 +174,10 @@ def test_operator_chooses_the_globe_and_the_rotation_shows_it():
 
 @pytest.mark.browser
 @needs_browser
-def test_globe_stays_bounded_under_a_minute_of_updates():
+def test_globe_stays_bounded_under_half_a_minute_of_updates():
     """The short version of ``bench/render.py --soak`` (ten minutes): same code, same limits."""
-    result = asyncio.run(soak(40, sample_every=8, churn_every=25))
-    assert result["updates"] > 150 and result["phones_churned"] >= 5, result
+    result = asyncio.run(soak(24, sample_every=6, churn_every=8))
+    assert result["updates"] > 80 and result["phones_churned"] >= 2, result
     assert result["final"]["arcs"] == 120  # more destinations than the cap: the cap holds
     assert result["bounded"], {
         k: result[k] for k in ("checks", "warm", "final", "errors", "foreign_requests")

@@ -1,4 +1,4 @@
-"""The soak in the suite: ``bench/soak.py`` for 5 minutes (30 phones coming and going in exhibit
+"""The soak in the suite: ``bench/soak.py`` for 150 s (30 phones coming and going in exhibit
 mode); memory must level off (< 5 % growth after the warm-up) and nothing may fail.
 
 ``APVIZ_SOAK_SECONDS`` changes the length (the documented run is an hour: ``--seconds 3600``).
@@ -18,7 +18,8 @@ import pytest
 
 from bench.soak import silent
 
-SECONDS = float(os.environ.get("APVIZ_SOAK_SECONDS", "300"))
+# 150 s in the suite (the suite must stay under 15 minutes); the hour is `bench/soak.py --seconds 3600`.
+SECONDS = float(os.environ.get("APVIZ_SOAK_SECONDS", "150"))
 ROOT = Path(__file__).resolve().parents[1]
 
 
